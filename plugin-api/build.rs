@@ -1,0 +1,30 @@
+//! Records the libtorch version that this build compiles against, so that a loaded plugin can be
+//! compared with the host that loads it.
+
+use std::path::Path;
+
+fn main() {
+    // torch-sys declares `links = "tch"` and publishes the directory it linked against.
+    let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").unwrap_or_default();
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    let version = libtorch_version(Path::new(&lib_dir)).unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=PRETEXT_LIBTORCH_VERSION={version}");
+    println!("cargo:rustc-env=PRETEXT_LIBTORCH_LIB={lib_dir}");
+}
+
+/// Reads the version from a PyTorch wheel (`torch/version.py`) or a libtorch archive
+/// (`build-version`), both of which sit one level above the `lib` directory.
+fn libtorch_version(lib_dir: &Path) -> Option<String> {
+    let root = lib_dir.parent()?;
+    if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
+        println!("cargo:rerun-if-changed={}", root.join("version.py").display());
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("__version__") {
+                let value = rest.trim_start_matches([' ', '=']).trim();
+                return Some(value.trim_matches(['\'', '"']).to_owned());
+            }
+        }
+    }
+    let text = std::fs::read_to_string(root.join("build-version")).ok()?;
+    Some(text.trim().to_owned())
+}
