@@ -308,6 +308,7 @@ pub trait FfiDataset: Send + Sync {
 
 /// Train-split data that the host lends an encoder to fit on.
 #[sabi_trait]
+#[allow(clippy::len_without_is_empty)]
 pub trait FfiFitData {
     fn len(&self) -> u64;
     #[sabi(last_prefix_field)]

@@ -123,6 +123,11 @@ impl Param {
         self.spec.min = RSome(min);
         self
     }
+
+    /// The finished schema entry.
+    pub fn into_spec(self) -> ParamSpec {
+        self.spec
+    }
 }
 
 /// The validated parameters a plugin is built with.

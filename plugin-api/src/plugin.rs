@@ -158,6 +158,9 @@ pub trait Dataset: Send + Sync + 'static {
 /// Train-split data an encoder can fit on (see [`Encoder::fit`]).
 pub trait FitData {
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     fn batch(&self, indices: &[i64]) -> Result<Batch>;
 }
 

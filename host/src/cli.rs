@@ -1,0 +1,297 @@
+//! Command-line parsing and the commands.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use clap::{Parser, Subcommand};
+use pretext::device::resolve;
+use pretext::plugins::Registry;
+use pretext::run::{RunOutcome, execute};
+use pretext::spec::{self, Experiment};
+use pretext::store::{RunStatus, Store};
+use pretext::train::Pipeline;
+use pretext::train::preflight::check_shapes;
+
+/// Exit code of a run that failed or was interrupted.
+const EXIT_FAILED: u8 = 1;
+/// Exit code of invalid input.
+const EXIT_INVALID: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "pretext", version, about = "Self-supervised representation learning from plugins")]
+struct Cli {
+    /// Folder of the run store (database and one folder per run).
+    #[arg(long, global = true, env = "PRETEXT_RUN_ROOT", default_value = "runs")]
+    run_root: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train and evaluate the experiment in SPEC, recording the run.
+    Run {
+        /// Experiment spec (TOML).
+        spec: PathBuf,
+        /// Overrides such as `trainer.lr=3e-4 encoder.latent=8`.
+        overrides: Vec<String>,
+    },
+    /// Check SPEC and run one tiny batch through the composed plugins, without recording a run.
+    Validate {
+        spec: PathBuf,
+        overrides: Vec<String>,
+    },
+    /// List the plugins found, or show one plugin's parameters.
+    Plugins {
+        #[command(subcommand)]
+        command: Option<PluginsCommand>,
+    },
+    /// List recorded runs, or show one run.
+    Runs {
+        #[command(subcommand)]
+        command: Option<RunsCommand>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Show a plugin's description and parameter schema.
+    Show { name: String },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Show a run's status, parameters, tags and latest metrics (ID may be a prefix).
+    Show { id: String },
+}
+
+/// Parses arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = if error.use_stderr() { EXIT_INVALID } else { 0 };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Run { spec, overrides } => run_command(&spec, &overrides, &cli.run_root),
+        Command::Validate { spec, overrides } => validate_command(&spec, &overrides),
+        Command::Plugins { command } => plugins_command(command),
+        Command::Runs { command } => runs_command(command, &cli.run_root),
+    }
+}
+
+fn load_experiment(spec_path: &Path, overrides: &[String]) -> Result<(Experiment, Registry), ExitCode> {
+    let mut registry = Registry::discover();
+    match spec::load(spec_path, overrides, &mut registry) {
+        Ok(experiment) => Ok((experiment, registry)),
+        Err(errors) => {
+            eprintln!("error: invalid spec\n{errors}");
+            Err(ExitCode::from(EXIT_INVALID))
+        }
+    }
+}
+
+fn run_command(spec_path: &Path, overrides: &[String], run_root: &Path) -> ExitCode {
+    let (experiment, registry) = match load_experiment(spec_path, overrides) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(error) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            tracing::warn!("cannot install the handler for signal {signal}: {error}");
+        }
+    }
+    match execute(&experiment, &registry, run_root, &stop) {
+        Ok(outcome) => {
+            print_summary(&outcome);
+            if outcome.status == RunStatus::Finished { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
+        }
+        Err(pretext::run::RunSetupError::Device(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_INVALID)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn print_summary(outcome: &RunOutcome) {
+    println!("run {} {} in {:.1} s", outcome.run_id, outcome.status.as_str(), outcome.seconds);
+    println!("  folder: {}", outcome.run_dir.display());
+    if let Some(train) = &outcome.train {
+        if train.steps > 0 {
+            println!("  trained {} steps, {:.1} steps/s", train.steps, train.steps_per_second());
+        }
+    }
+    if let Some(error) = &outcome.error {
+        eprintln!("error: {error}");
+    }
+    if !outcome.metrics.is_empty() {
+        let width = outcome.metrics.iter().map(|(key, _)| key.len()).max().unwrap_or(6).max(6);
+        println!("\n{:<width$}  value", "metric");
+        for (key, value) in &outcome.metrics {
+            println!("{key:<width$}  {value:.4}");
+        }
+    }
+}
+
+fn validate_command(spec_path: &Path, overrides: &[String]) -> ExitCode {
+    let (experiment, registry) = match load_experiment(spec_path, overrides) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let device = match resolve(&experiment.trainer.device) {
+        Ok(device) => device,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let mut pipeline = match Pipeline::compose(&experiment, &registry, device) {
+        Ok(pipeline) => pipeline,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    match check_shapes(&mut pipeline) {
+        Ok(()) => {
+            println!("{}: valid; one batch ran through the pipeline", spec_path.display());
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: shape check failed: {message}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn plugins_command(command: Option<PluginsCommand>) -> ExitCode {
+    let registry = Registry::discover();
+    match command {
+        None => {
+            println!("{:<10} {:<18} {:<8} {:<20} description", "kind", "name", "version", "source");
+            for plugin in registry.plugins() {
+                println!(
+                    "{:<10} {:<18} {:<8} {:<20} {}",
+                    plugin.kind.as_str(),
+                    plugin.name,
+                    plugin.version,
+                    plugin.library.source.as_str(),
+                    plugin.description
+                );
+            }
+            for warning in registry.warnings() {
+                eprintln!("warning: skipped {}: {}", warning.path.display(), warning.message);
+            }
+            ExitCode::SUCCESS
+        }
+        Some(PluginsCommand::Show { name }) => {
+            let found = registry.find_any(&name);
+            if found.is_empty() {
+                let names: Vec<&str> = registry.plugins().iter().map(|plugin| plugin.name.as_str()).collect();
+                eprintln!("error: no plugin named `{name}`; available: {}", names.join(", "));
+                return ExitCode::from(EXIT_INVALID);
+            }
+            for plugin in found {
+                println!("{} `{}` {} ({})", plugin.kind, plugin.name, plugin.version, plugin.description);
+                println!("  library: {} ({})", plugin.library.path.display(), plugin.library.source.as_str());
+                println!("  built against plugin-api {}, libtorch {}", plugin.library.api_version, plugin.library.libtorch_version);
+                if plugin.params.is_empty() {
+                    println!("  no parameters");
+                }
+                for param in &plugin.params {
+                    let default = match param.default.as_ref().into_option() {
+                        Some(value) => pretext::spec::resolve::format_value(value),
+                        None => "(required)".to_owned(),
+                    };
+                    println!("  {:<16} {:<18} default {:<12} {}", param.name, param.ty.as_str(), default, param.doc);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn format_time(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|time| time.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+fn runs_command(command: Option<RunsCommand>, run_root: &Path) -> ExitCode {
+    let store = match Store::open(run_root) {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let result = match command {
+        None => list_runs(&store),
+        Some(RunsCommand::Show { id }) => show_run(&store, &id),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn headline(metrics: &[(String, f64)]) -> String {
+    metrics
+        .iter()
+        .filter(|(key, _)| !key.starts_with("train/"))
+        .take(3)
+        .map(|(key, value)| format!("{key}={value:.4}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn list_runs(store: &Store) -> Result<(), pretext::store::StoreError> {
+    println!("{:<32}  {:<22} {:<9} {:<19} {:>9}  metrics", "id", "experiment", "status", "start", "duration");
+    for run in store.list_runs()? {
+        let duration = run.end_time.map(|end| format!("{:.1}s", (end - run.start_time) as f64 / 1000.0)).unwrap_or_else(|| "-".into());
+        let metrics = store.latest_metrics(&run.id)?;
+        println!("{:<32}  {:<22} {:<9} {:<19} {:>9}  {}", run.id, run.experiment, run.status, format_time(run.start_time), duration, headline(&metrics));
+    }
+    Ok(())
+}
+
+fn show_run(store: &Store, prefix: &str) -> Result<(), pretext::store::StoreError> {
+    let run = store.find_run(prefix)?;
+    println!("run {} ({})", run.id, run.experiment);
+    println!("  status: {}", run.status);
+    println!("  start:  {}", format_time(run.start_time));
+    if let Some(end) = run.end_time {
+        println!("  end:    {} ({:.1} s)", format_time(end), (end - run.start_time) as f64 / 1000.0);
+    }
+    println!("  folder: {}", run.dir.display());
+    if let Some(error) = store.run_error(&run.id)? {
+        println!("  error:  {error}");
+    }
+    println!("\nparams");
+    for (key, value) in store.params(&run.id)? {
+        println!("  {key} = {value}");
+    }
+    println!("\ntags");
+    for (key, value) in store.tags(&run.id)? {
+        println!("  {key} = {value}");
+    }
+    println!("\nmetrics (latest value)");
+    for (key, value) in store.latest_metrics(&run.id)? {
+        println!("  {key} = {value}");
+    }
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! One run from start to end: record it, compose the plugins, train, evaluate, store, summarise.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use pretext_plugin_api::EvalReport;
+
+use crate::device::{device_name, libtorch_build, resolve};
+use crate::plugins::Registry;
+use crate::spec::keys::check_key;
+use crate::spec::resolve::{flat_params, resolved_toml, spec_hash};
+use crate::spec::Experiment;
+use crate::store::{MetricPoint, RunStatus, Store, now_millis};
+use crate::train::evaluate::{artifact_path, run_evaluators};
+use crate::train::{Pipeline, TrainObserver, TrainSummary, train};
+
+/// How a run ended, for the summary and the exit code.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub status: RunStatus,
+    pub error: Option<String>,
+    pub metrics: Vec<(String, f64)>,
+    pub seconds: f64,
+    pub train: Option<TrainSummary>,
+}
+
+/// Errors that stop a run before it is recorded (exit code 2) or while recording it.
+#[derive(Debug, thiserror::Error)]
+pub enum RunSetupError {
+    #[error("{0}")]
+    Device(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+struct Recorder<'a> {
+    store: &'a mut Store,
+    run_id: String,
+    artifact_dir: PathBuf,
+    latest: Vec<(String, f64)>,
+    error: Option<String>,
+}
+
+impl Recorder<'_> {
+    fn record(&mut self, points: Vec<MetricPoint>) {
+        if points.is_empty() || self.error.is_some() {
+            return;
+        }
+        if let Err(error) = self.store.log_metrics(&self.run_id, &points) {
+            tracing::error!(run = %self.run_id, "recording metrics failed: {error}");
+            self.error = Some(error.to_string());
+        }
+    }
+
+    fn record_reports(&mut self, reports: Vec<(String, EvalReport)>, step: u64) -> Result<(), String> {
+        let timestamp = now_millis();
+        let mut points = Vec::new();
+        for (label, report) in reports {
+            for (name, value) in report.metrics {
+                let key = format!("{label}/{name}");
+                check_key(&key).map_err(|message| format!("evaluator `{label}` returned an invalid metric key: {message}"))?;
+                points.push(MetricPoint { key: key.clone(), value, step, timestamp });
+                match self.latest.iter_mut().find(|(existing, _)| *existing == key) {
+                    Some(entry) => entry.1 = value,
+                    None => self.latest.push((key, value)),
+                }
+            }
+            for artifact in report.artifacts {
+                let relative = format!("{label}/{}", artifact.path);
+                let path = artifact_path(&self.artifact_dir, &relative)
+                    .map_err(|message| format!("evaluator `{label}`: {message}"))?;
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|error| format!("cannot create {}: {error}", parent.display()))?;
+                }
+                std::fs::write(&path, &artifact.bytes).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+                tracing::info!(path = %path.display(), "wrote artifact");
+            }
+        }
+        self.record(points);
+        match self.error.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+impl TrainObserver for Recorder<'_> {
+    fn metrics(&mut self, points: Vec<MetricPoint>) {
+        self.record(points);
+    }
+
+    fn evaluate(&mut self, pipeline: &mut Pipeline, _epoch: u64, step: u64) -> Result<(), String> {
+        let reports = run_evaluators(pipeline).map_err(|error| error.to_string())?;
+        self.record_reports(reports, step)
+    }
+}
+
+fn git_tags(spec_dir: &Path) -> Vec<(String, String)> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(spec_dir)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    };
+    let mut tags = Vec::new();
+    if let Some(commit) = git(&["rev-parse", "HEAD"]) {
+        tags.push(("pretext.git_commit".to_owned(), commit));
+        let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|text| !text.is_empty());
+        tags.push(("pretext.git_dirty".to_owned(), dirty.to_string()));
+    }
+    tags
+}
+
+fn plugin_tags(experiment: &Experiment, registry: &Registry) -> Vec<(String, String)> {
+    use pretext_plugin_api::PluginKind;
+    let mut uses = vec![(PluginKind::Dataset, "dataset".to_owned(), &experiment.dataset), (PluginKind::Encoder, "encoder".to_owned(), &experiment.encoder)];
+    if let Some(objective) = &experiment.objective {
+        uses.push((PluginKind::Objective, "objective".to_owned(), objective));
+    }
+    for evaluator in &experiment.evaluators {
+        uses.push((PluginKind::Evaluator, format!("evaluate.{}", evaluator.label), evaluator));
+    }
+    let mut tags = Vec::new();
+    for (kind, prefix, use_) in uses {
+        if let Some(plugin) = registry.find(kind, &use_.plugin) {
+            tags.push((format!("pretext.plugin.{prefix}.name"), plugin.name.clone()));
+            tags.push((format!("pretext.plugin.{prefix}.version"), plugin.version.clone()));
+            tags.push((format!("pretext.plugin.{prefix}.sha256"), plugin.library.sha256.clone()));
+        }
+    }
+    tags
+}
+
+/// Runs an experiment and records it under `run_root`.
+///
+/// # Errors
+///
+/// Returns [`RunSetupError`] when the run cannot start (no such device, store not writable); any
+/// failure after the run is recorded is reported in the outcome with status FAILED instead.
+pub fn execute(
+    experiment: &Experiment,
+    registry: &Registry,
+    run_root: &Path,
+    stop: &AtomicBool,
+) -> Result<RunOutcome, RunSetupError> {
+    let device = resolve(&experiment.trainer.device).map_err(RunSetupError::Device)?;
+    if experiment.trainer.threads > 0 {
+        tch::set_num_threads(experiment.trainer.threads as i32);
+    }
+    let mut store = Store::open(run_root)?;
+    let (run_id, run_dir) = store.create_run(&experiment.name, &experiment.name)?;
+    let started = Instant::now();
+    let resolved = resolved_toml(experiment);
+    let spec_path = run_dir.join("spec.toml");
+    std::fs::write(&spec_path, &resolved).map_err(|source| RunSetupError::Io { path: spec_path.clone(), source })?;
+    if let Err(error) = crate::logging::attach_run_log(&run_dir.join("run.log")) {
+        tracing::warn!("cannot open the run log in {}: {error}", run_dir.display());
+    }
+    tracing::info!(run = %run_id, experiment = %experiment.name, device = %device_name(device), "run started");
+
+    let mut tags = vec![
+        ("pretext.version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        ("pretext.libtorch".to_owned(), libtorch_build().to_owned()),
+        ("pretext.device".to_owned(), device_name(device)),
+        ("pretext.spec_hash".to_owned(), spec_hash(&resolved)),
+        ("pretext.spec_path".to_owned(), experiment.spec_path.display().to_string()),
+    ];
+    tags.extend(git_tags(experiment.spec_path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."))));
+    tags.extend(plugin_tags(experiment, registry));
+    store.log_params(&run_id, &flat_params(experiment))?;
+    store.set_tags(&run_id, &tags)?;
+
+    let artifact_dir = run_dir.join("artifacts");
+    let mut recorder = Recorder { store: &mut store, run_id: run_id.clone(), artifact_dir, latest: Vec::new(), error: None };
+    let result = run_body(experiment, registry, device, &run_dir, &mut recorder, stop);
+    let latest = std::mem::take(&mut recorder.latest);
+    let (status, error, train) = match result {
+        Ok(summary) if summary.killed => (RunStatus::Killed, Some("interrupted by a signal".to_owned()), Some(summary)),
+        Ok(summary) => (RunStatus::Finished, None, Some(summary)),
+        Err(message) => (RunStatus::Failed, Some(message), None),
+    };
+    if let Some(message) = &error {
+        tracing::error!(run = %run_id, status = status.as_str(), "{message}");
+    }
+    store.finish_run(&run_id, status, error.as_deref())?;
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(run = %run_id, status = status.as_str(), seconds, "run ended");
+    write_summary(&run_dir, &run_id, status, &latest, train.as_ref());
+    crate::logging::detach_run_log();
+    Ok(RunOutcome { run_id, run_dir, status, error, metrics: latest, seconds, train })
+}
+
+fn run_body(
+    experiment: &Experiment,
+    registry: &Registry,
+    device: tch::Device,
+    run_dir: &Path,
+    recorder: &mut Recorder<'_>,
+    stop: &AtomicBool,
+) -> Result<TrainSummary, String> {
+    let mut pipeline = Pipeline::compose(experiment, registry, device).map_err(|error| error.to_string())?;
+    if pipeline.encoder_info.needs_fit {
+        tracing::info!(encoder = %pipeline.encoder.id.name, "fitting the encoder on the train split");
+        let dataset = std::sync::Arc::clone(&pipeline.dataset);
+        pipeline.encoder.fit(&dataset).map_err(|error| error.to_string())?;
+    }
+    let summary = train(&mut pipeline, &experiment.trainer, recorder, stop).map_err(|error| error.to_string())?;
+    if summary.killed {
+        return Ok(summary);
+    }
+    if summary.steps > 0 {
+        recorder.record(vec![MetricPoint {
+            key: "train/steps_per_second".into(),
+            value: summary.steps_per_second(),
+            step: summary.steps,
+            timestamp: now_millis(),
+        }]);
+    }
+    let reports = run_evaluators(&mut pipeline).map_err(|error| error.to_string())?;
+    recorder.record_reports(reports, summary.steps)?;
+    save_checkpoint(&pipeline, &run_dir.join("checkpoint.safetensors"))?;
+    Ok(summary)
+}
+
+/// Writes every trainable tensor, by name, as safetensors.
+pub fn save_checkpoint(pipeline: &Pipeline, path: &Path) -> Result<(), String> {
+    let named = pipeline.named_parameters().map_err(|error| error.to_string())?;
+    let tensors: Vec<(String, tch::Tensor)> = named
+        .into_iter()
+        .map(|(name, tensor)| (name, tensor.detach().to_device(tch::Device::Cpu).contiguous()))
+        .collect();
+    let temporary = path.with_extension("safetensors.tmp");
+    tch::Tensor::write_safetensors(&tensors, &temporary).map_err(|error| format!("cannot write checkpoint {}: {error}", temporary.display()))?;
+    std::fs::rename(&temporary, path).map_err(|error| format!("cannot move checkpoint to {}: {error}", path.display()))
+}
+
+fn write_summary(run_dir: &Path, run_id: &str, status: RunStatus, metrics: &[(String, f64)], train: Option<&TrainSummary>) {
+    let metrics: serde_json::Map<String, serde_json::Value> = metrics
+        .iter()
+        .map(|(key, value)| (key.clone(), serde_json::Number::from_f64(*value).map_or_else(|| serde_json::Value::String(value.to_string()), serde_json::Value::Number)))
+        .collect();
+    let summary = serde_json::json!({
+        "run_id": run_id,
+        "status": status.as_str(),
+        "metrics": metrics,
+        "train_steps": train.map(|summary| summary.steps),
+        "train_steps_per_second": train.map(TrainSummary::steps_per_second),
+    });
+    let path = run_dir.join("metrics.json");
+    if let Err(error) = std::fs::write(&path, serde_json::to_string_pretty(&summary).unwrap_or_default()) {
+        tracing::warn!("cannot write {}: {error}", path.display());
+    }
+}

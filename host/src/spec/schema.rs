@@ -1,0 +1,43 @@
+//! Schemas of the host's own tables, `[trainer]` and `[tracking]`, in the same form as plugin
+//! schemas so that one checker handles both.
+
+use pretext_plugin_api::Param;
+use pretext_plugin_api::ffi::ParamSpec;
+
+/// The `[trainer]` keys, their defaults and bounds.
+pub fn trainer_schema() -> Vec<ParamSpec> {
+    vec![
+        Param::int("epochs", 10, "passes over the train split; 0 evaluates the encoder as it is")
+            .min(0.0),
+        Param::int("batch_size", 64, "samples per optimizer step").min(1.0),
+        Param::string("optimizer", "adam", "optimizer algorithm").choices(&["sgd", "adam", "adamw"]),
+        Param::float("lr", 1e-3, "learning rate").min(0.0),
+        Param::float("weight_decay", 0.0, "L2 penalty (decoupled for adamw)").min(0.0),
+        Param::float("momentum", 0.9, "SGD momentum").range(0.0, 1.0),
+        Param::float("beta1", 0.9, "Adam first-moment decay").range(0.0, 1.0),
+        Param::float("beta2", 0.999, "Adam second-moment decay").range(0.0, 1.0),
+        Param::float("grad_clip", 0.0, "maximum global gradient norm; 0 disables clipping")
+            .min(0.0),
+        Param::int("eval_every", 0, "evaluate every N epochs; 0 evaluates only at the end")
+            .min(0.0),
+        Param::int("log_every", 10, "record the training loss every N steps").min(1.0),
+        Param::string("device", "auto", "\"auto\", \"cpu\", \"cuda\" or \"cuda:N\""),
+        Param::bool("shuffle", true, "reshuffle the train split every epoch"),
+        Param::bool("drop_last", false, "skip the last batch of an epoch when it is smaller"),
+        Param::int("threads", 0, "libtorch CPU threads; 0 keeps libtorch's default").min(0.0),
+    ]
+    .into_iter()
+    .map(Param::into_spec)
+    .collect()
+}
+
+/// The `[tracking]` keys.
+pub fn tracking_schema() -> Vec<ParamSpec> {
+    vec![
+        Param::string("backend", "local", "where runs are recorded: the embedded local store")
+            .choices(&["local"]),
+    ]
+    .into_iter()
+    .map(Param::into_spec)
+    .collect()
+}

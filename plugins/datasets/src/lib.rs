@@ -1,0 +1,47 @@
+//! Built-in datasets: the real 8x8 handwritten digits and the synthetic two moons.
+//!
+//! Both keep every sample in memory as float32 and serve batches by index. The train/test split
+//! is stratified by label and reproducible from a seed (see [`split::stratified_split`]).
+#![forbid(unsafe_code)]
+
+pub mod digits;
+pub mod moons;
+pub mod samples;
+pub mod split;
+
+pub use digits::Digits;
+pub use moons::Moons;
+
+pretext_plugin_api::export_plugins![dataset(Digits), dataset(Moons)];
+
+#[cfg(test)]
+mod tests {
+    use pretext_plugin_api::{DatasetPlugin, ParamValue, PluginKind};
+
+    use super::*;
+
+    #[test]
+    fn descriptions_have_valid_defaults() {
+        for description in [Digits::describe(), Moons::describe()] {
+            let info = description.into_info(PluginKind::Dataset);
+            for spec in info.params.iter() {
+                let name = format!("{}.{}", info.name, spec.name);
+                let numeric = match spec.default.as_ref().into_option() {
+                    Some(ParamValue::Int(value)) => Some(*value as f64),
+                    Some(ParamValue::Float(value)) => Some(*value),
+                    Some(ParamValue::Str(value)) if !spec.choices.is_empty() => {
+                        assert!(spec.choices.contains(value), "{name}: default not a choice");
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(value) = numeric {
+                    let min = spec.min.into_option().unwrap_or(f64::NEG_INFINITY);
+                    let max = spec.max.into_option().unwrap_or(f64::INFINITY);
+                    assert!((min..=max).contains(&value), "{name}: default {value} out of range");
+                }
+                assert!(!spec.doc.is_empty(), "{name} has no doc");
+            }
+        }
+    }
+}
