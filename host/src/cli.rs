@@ -49,6 +49,20 @@ enum Command {
         #[command(subcommand)]
         command: Option<PluginsCommand>,
     },
+    /// Write a finished run's embeddings of one split as a `.npy` file.
+    Embed {
+        /// Run id (or a unique prefix).
+        run: String,
+        /// Which split to embed.
+        #[arg(long, value_parser = ["train", "test"], default_value = "test")]
+        split: String,
+        /// Output file for the `[samples, dim]` float32 array.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the split's int64 labels here.
+        #[arg(long)]
+        labels_out: Option<PathBuf>,
+    },
     /// List recorded runs, or show one run.
     Runs {
         #[command(subcommand)]
@@ -83,6 +97,9 @@ pub fn main() -> ExitCode {
         Command::Validate { spec, overrides } => validate_command(&spec, &overrides),
         Command::Plugins { command } => plugins_command(command),
         Command::Runs { command } => runs_command(command, &cli.run_root),
+        Command::Embed { run, split, out, labels_out } => {
+            embed_command(&cli.run_root, &run, &split, &out, labels_out.as_deref())
+        }
     }
 }
 
@@ -294,4 +311,43 @@ fn show_run(store: &Store, prefix: &str) -> Result<(), pretext::store::StoreErro
         println!("  {key} = {value}");
     }
     Ok(())
+}
+
+fn embed_command(run_root: &Path, run: &str, split: &str, out: &Path, labels_out: Option<&Path>) -> ExitCode {
+    match embed(run_root, run, split, out, labels_out) {
+        Ok(shape) => {
+            println!("wrote {} ({} x {})", out.display(), shape.0, shape.1);
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn embed(run_root: &Path, run: &str, split: &str, out: &Path, labels_out: Option<&Path>) -> Result<(i64, i64), String> {
+    let store = Store::open(run_root).map_err(|error| error.to_string())?;
+    let row = store.find_run(run).map_err(|error| error.to_string())?;
+    let mut registry = Registry::discover();
+    let experiment = spec::load(&row.dir.join("spec.toml"), &[], &mut registry)
+        .map_err(|errors| format!("the run's spec no longer validates:\n{errors}"))?;
+    let device = resolve(&experiment.trainer.device)?;
+    let pipeline = Pipeline::compose(&experiment, &registry, device).map_err(|error| error.to_string())?;
+    let checkpoint = row.dir.join("checkpoint.safetensors");
+    if checkpoint.exists() {
+        pretext::run::load_checkpoint(&pipeline, &checkpoint)?;
+    } else if row.status == "FINISHED" {
+        return Err(format!("run {} has no checkpoint at {}", row.id, checkpoint.display()));
+    }
+    let split = if split == "train" { pretext_plugin_api::Split::Train } else { pretext_plugin_api::Split::Test };
+    let evaluation = pretext::train::evaluate::Evaluation::new(&pipeline);
+    let (embeddings, labels) = evaluation.split(split).map_err(|error| error.to_string())?;
+    embeddings.write_npy(out).map_err(|error| format!("cannot write {}: {error}", out.display()))?;
+    if let Some(path) = labels_out {
+        let labels = labels.ok_or_else(|| "the dataset has no labels to write".to_owned())?;
+        labels.write_npy(path).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    }
+    let size = embeddings.size();
+    Ok((size[0], size.get(1).copied().unwrap_or(1)))
 }

@@ -242,6 +242,27 @@ pub fn save_checkpoint(pipeline: &Pipeline, path: &Path) -> Result<(), String> {
     std::fs::rename(&temporary, path).map_err(|error| format!("cannot move checkpoint to {}: {error}", path.display()))
 }
 
+/// Loads a checkpoint written by [`save_checkpoint`] into the pipeline's parameters.
+pub fn load_checkpoint(pipeline: &Pipeline, path: &Path) -> Result<(), String> {
+    let saved = tch::Tensor::read_safetensors(path)
+        .map_err(|error| format!("cannot read checkpoint {}: {error}", path.display()))?;
+    let _guard = tch::no_grad_guard();
+    for (name, mut tensor) in pipeline.named_parameters().map_err(|error| error.to_string())? {
+        let Some((_, source)) = saved.iter().find(|(saved_name, _)| *saved_name == name) else {
+            return Err(format!("checkpoint {} has no tensor `{name}`", path.display()));
+        };
+        if source.size() != tensor.size() {
+            return Err(format!(
+                "checkpoint tensor `{name}` has shape {:?}, the model expects {:?}",
+                source.size(),
+                tensor.size()
+            ));
+        }
+        tensor.f_copy_(source).map_err(|error| format!("cannot load `{name}`: {error}"))?;
+    }
+    Ok(())
+}
+
 fn write_summary(run_dir: &Path, run_id: &str, status: RunStatus, metrics: &[(String, f64)], train: Option<&TrainSummary>) {
     let metrics: serde_json::Map<String, serde_json::Value> = metrics
         .iter()

@@ -120,12 +120,17 @@ impl From<SpecError> for SpecErrors {
 
 /// The closest of `candidates` to `name`, if it is close enough to be a likely typo.
 pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    // Jaro-Winkler ranks candidates; a small edit distance also counts, so that transpositions in
+    // short names (`mpl` for `mlp`) are caught.
     candidates
         .into_iter()
-        .map(|candidate| (strsim::jaro_winkler(name, candidate), candidate))
-        .filter(|(score, _)| *score >= 0.8)
+        .map(|candidate| {
+            let close_edit = name.len() > 2 && strsim::damerau_levenshtein(name, candidate) <= 2;
+            (strsim::jaro_winkler(name, candidate), close_edit, candidate)
+        })
+        .filter(|(score, close_edit, _)| *score >= 0.8 || *close_edit)
         .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, candidate)| candidate)
+        .map(|(_, _, candidate)| candidate)
 }
 
 #[cfg(test)]
@@ -143,6 +148,7 @@ mod tests {
     #[test]
     fn closest_finds_typo() {
         assert_eq!(closest("latnet", ["latent", "hidden"]), Some("latent"));
+        assert_eq!(closest("mpl", ["identity", "mlp"]), Some("mlp"));
         assert_eq!(closest("zzz", ["latent", "hidden"]), None);
     }
 }

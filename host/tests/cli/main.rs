@@ -1,0 +1,6 @@
+//! Integration tests of the `pretext` binary against the real plugin libraries on disk.
+
+mod common;
+mod loading;
+mod runs;
+mod specs;
