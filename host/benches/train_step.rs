@@ -134,7 +134,12 @@ fn main() -> anyhow::Result<()> {
     for repetition in 1..=REPETITIONS {
         eprintln!("repetition {repetition} of {REPETITIONS}");
         pretext.runs.push(measure_pretext(&experiment, &registry)?.0);
-        raw_tch.runs.push(measure_raw_tch(&pixels, train_len, &experiment.trainer, experiment.seed)?);
+        raw_tch.runs.push(measure_raw_tch(
+            &pixels,
+            train_len,
+            &experiment.trainer,
+            experiment.seed,
+        )?);
         if let (Ok(python), None) = (&python, &pytorch.skipped) {
             match measure_pytorch(python, &root.join(REFERENCE_SCRIPT), threads) {
                 Ok(run) => pytorch.runs.push(run),
@@ -155,7 +160,9 @@ fn bench_threads() -> anyhow::Result<i32> {
     let text = text.to_string_lossy();
     match text.trim().parse::<i32>() {
         Ok(threads) if threads >= 1 => Ok(threads),
-        _ => bail!("PRETEXT_BENCH_THREADS=`{text}` is invalid, expected a thread count of at least 1"),
+        _ => bail!(
+            "PRETEXT_BENCH_THREADS=`{text}` is invalid, expected a thread count of at least 1"
+        ),
     }
 }
 
@@ -217,7 +224,12 @@ impl TrainObserver for EpochLossObserver {
         self.epoch_losses.extend(epoch_losses.map(|point| point.value));
     }
 
-    fn evaluate(&mut self, _pipeline: &mut Pipeline, _epoch: u64, _step: u64) -> Result<(), String> {
+    fn evaluate(
+        &mut self,
+        _pipeline: &mut Pipeline,
+        _epoch: u64,
+        _step: u64,
+    ) -> Result<(), String> {
         Ok(())
     }
 }
@@ -344,7 +356,8 @@ fn train_loss(encoder: &[nn::Linear], decoder: &[nn::Linear], inputs: &Tensor) -
 
 /// Reads the digits CSV (64 pixels in 0..=16 and a label per row) as row-major pixels in [0, 1].
 fn read_digits(path: &Path) -> anyhow::Result<Vec<f32>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut text = String::new();
     GzDecoder::new(file)
         .read_to_string(&mut text)
@@ -396,7 +409,8 @@ fn measure_pytorch(python: &Path, script: &Path, threads: i32) -> anyhow::Result
         .with_context(|| format!("cannot start {}", python.display()))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> =
+            stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
         bail!("{} exited with {}: {}", script.display(), output.status, tail.join("\n"));
     }
 
@@ -405,7 +419,10 @@ fn measure_pytorch(python: &Path, script: &Path, threads: i32) -> anyhow::Result
     let field = |name: &str| {
         report[name].as_f64().with_context(|| format!("the report has no number `{name}`"))
     };
-    Ok(Measurement { steps: field("train_steps")? as u64, steps_per_second: field("steps_per_second")? })
+    Ok(Measurement {
+        steps: field("train_steps")? as u64,
+        steps_per_second: field("steps_per_second")?,
+    })
 }
 
 //////////////////////////////////////////////////////////////////////////////////////////////////
@@ -418,7 +435,8 @@ fn print_report(config: &TrainerConfig, train_len: usize, threads: i32, series: 
          thread(s), median of {REPETITIONS} interleaved runs",
         config.batch_size, config.epochs
     );
-    let run_columns: String = (1..=REPETITIONS).map(|run| format!("{:>10}", format!("run {run}"))).collect();
+    let run_columns: String =
+        (1..=REPETITIONS).map(|run| format!("{:>10}", format!("run {run}"))).collect();
     println!("{:<15}{:>7}{run_columns}{:>10}", "steps/s", "steps", "median");
     for item in series {
         match (&item.skipped, item.median()) {

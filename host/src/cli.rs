@@ -20,7 +20,11 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_INVALID: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "pretext", version, about = "Self-supervised representation learning from plugins")]
+#[command(
+    name = "pretext",
+    version,
+    about = "Self-supervised representation learning from plugins"
+)]
 struct Cli {
     /// Folder of the run store (database and one folder per run).
     #[arg(long, global = true, env = "PRETEXT_RUN_ROOT", default_value = "runs")]
@@ -40,10 +44,7 @@ enum Command {
         overrides: Vec<String>,
     },
     /// Check SPEC and run one tiny batch through the composed plugins, without recording a run.
-    Validate {
-        spec: PathBuf,
-        overrides: Vec<String>,
-    },
+    Validate { spec: PathBuf, overrides: Vec<String> },
     /// List the plugins found, or show one plugin's parameters.
     Plugins {
         #[command(subcommand)]
@@ -103,7 +104,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load_experiment(spec_path: &Path, overrides: &[String]) -> Result<(Experiment, Registry), ExitCode> {
+fn load_experiment(
+    spec_path: &Path,
+    overrides: &[String],
+) -> Result<(Experiment, Registry), ExitCode> {
     let mut registry = Registry::discover();
     match spec::load(spec_path, overrides, &mut registry) {
         Ok(experiment) => Ok((experiment, registry)),
@@ -128,7 +132,11 @@ fn run_command(spec_path: &Path, overrides: &[String], run_root: &Path) -> ExitC
     match execute(&experiment, &registry, run_root, &stop) {
         Ok(outcome) => {
             print_summary(&outcome);
-            if outcome.status == RunStatus::Finished { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
+            if outcome.status == RunStatus::Finished {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            }
         }
         Err(pretext::run::RunSetupError::Device(message)) => {
             eprintln!("error: {message}");
@@ -144,10 +152,8 @@ fn run_command(spec_path: &Path, overrides: &[String], run_root: &Path) -> ExitC
 fn print_summary(outcome: &RunOutcome) {
     println!("run {} {} in {:.1} s", outcome.run_id, outcome.status.as_str(), outcome.seconds);
     println!("  folder: {}", outcome.run_dir.display());
-    if let Some(train) = &outcome.train {
-        if train.steps > 0 {
-            println!("  trained {} steps, {:.1} steps/s", train.steps, train.steps_per_second());
-        }
+    if let Some(train) = outcome.train.as_ref().filter(|train| train.steps > 0) {
+        println!("  trained {} steps, {:.1} steps/s", train.steps, train.steps_per_second());
     }
     if let Some(error) = &outcome.error {
         eprintln!("error: {error}");
@@ -215,14 +221,25 @@ fn plugins_command(command: Option<PluginsCommand>) -> ExitCode {
         Some(PluginsCommand::Show { name }) => {
             let found = registry.find_any(&name);
             if found.is_empty() {
-                let names: Vec<&str> = registry.plugins().iter().map(|plugin| plugin.name.as_str()).collect();
+                let names: Vec<&str> =
+                    registry.plugins().iter().map(|plugin| plugin.name.as_str()).collect();
                 eprintln!("error: no plugin named `{name}`; available: {}", names.join(", "));
                 return ExitCode::from(EXIT_INVALID);
             }
             for plugin in found {
-                println!("{} `{}` {} ({})", plugin.kind, plugin.name, plugin.version, plugin.description);
-                println!("  library: {} ({})", plugin.library.path.display(), plugin.library.source.as_str());
-                println!("  built against plugin-api {}, libtorch {}", plugin.library.api_version, plugin.library.libtorch_version);
+                println!(
+                    "{} `{}` {} ({})",
+                    plugin.kind, plugin.name, plugin.version, plugin.description
+                );
+                println!(
+                    "  library: {} ({})",
+                    plugin.library.path.display(),
+                    plugin.library.source.as_str()
+                );
+                println!(
+                    "  built against plugin-api {}, libtorch {}",
+                    plugin.library.api_version, plugin.library.libtorch_version
+                );
                 if plugin.params.is_empty() {
                     println!("  no parameters");
                 }
@@ -231,7 +248,13 @@ fn plugins_command(command: Option<PluginsCommand>) -> ExitCode {
                         Some(value) => pretext::spec::resolve::format_value(value),
                         None => "(required)".to_owned(),
                     };
-                    println!("  {:<16} {:<18} default {:<12} {}", param.name, param.ty.as_str(), default, param.doc);
+                    println!(
+                        "  {:<16} {:<18} default {:<12} {}",
+                        param.name,
+                        param.ty.as_str(),
+                        default,
+                        param.doc
+                    );
                 }
             }
             ExitCode::SUCCESS
@@ -277,11 +300,25 @@ fn headline(metrics: &[(String, f64)]) -> String {
 }
 
 fn list_runs(store: &Store) -> Result<(), pretext::store::StoreError> {
-    println!("{:<32}  {:<22} {:<9} {:<19} {:>9}  metrics", "id", "experiment", "status", "start", "duration");
+    println!(
+        "{:<32}  {:<22} {:<9} {:<19} {:>9}  metrics",
+        "id", "experiment", "status", "start", "duration"
+    );
     for run in store.list_runs()? {
-        let duration = run.end_time.map(|end| format!("{:.1}s", (end - run.start_time) as f64 / 1000.0)).unwrap_or_else(|| "-".into());
+        let duration = run
+            .end_time
+            .map(|end| format!("{:.1}s", (end - run.start_time) as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
         let metrics = store.latest_metrics(&run.id)?;
-        println!("{:<32}  {:<22} {:<9} {:<19} {:>9}  {}", run.id, run.experiment, run.status, format_time(run.start_time), duration, headline(&metrics));
+        println!(
+            "{:<32}  {:<22} {:<9} {:<19} {:>9}  {}",
+            run.id,
+            run.experiment,
+            run.status,
+            format_time(run.start_time),
+            duration,
+            headline(&metrics)
+        );
     }
     Ok(())
 }
@@ -292,7 +329,11 @@ fn show_run(store: &Store, prefix: &str) -> Result<(), pretext::store::StoreErro
     println!("  status: {}", run.status);
     println!("  start:  {}", format_time(run.start_time));
     if let Some(end) = run.end_time {
-        println!("  end:    {} ({:.1} s)", format_time(end), (end - run.start_time) as f64 / 1000.0);
+        println!(
+            "  end:    {} ({:.1} s)",
+            format_time(end),
+            (end - run.start_time) as f64 / 1000.0
+        );
     }
     println!("  folder: {}", run.dir.display());
     if let Some(error) = store.run_error(&run.id)? {
@@ -313,7 +354,13 @@ fn show_run(store: &Store, prefix: &str) -> Result<(), pretext::store::StoreErro
     Ok(())
 }
 
-fn embed_command(run_root: &Path, run: &str, split: &str, out: &Path, labels_out: Option<&Path>) -> ExitCode {
+fn embed_command(
+    run_root: &Path,
+    run: &str,
+    split: &str,
+    out: &Path,
+    labels_out: Option<&Path>,
+) -> ExitCode {
     match embed(run_root, run, split, out, labels_out) {
         Ok(shape) => {
             println!("wrote {} ({} x {})", out.display(), shape.0, shape.1);
@@ -326,27 +373,42 @@ fn embed_command(run_root: &Path, run: &str, split: &str, out: &Path, labels_out
     }
 }
 
-fn embed(run_root: &Path, run: &str, split: &str, out: &Path, labels_out: Option<&Path>) -> Result<(i64, i64), String> {
+fn embed(
+    run_root: &Path,
+    run: &str,
+    split: &str,
+    out: &Path,
+    labels_out: Option<&Path>,
+) -> Result<(i64, i64), String> {
     let store = Store::open(run_root).map_err(|error| error.to_string())?;
     let row = store.find_run(run).map_err(|error| error.to_string())?;
     let mut registry = Registry::discover();
     let experiment = spec::load(&row.dir.join("spec.toml"), &[], &mut registry)
         .map_err(|errors| format!("the run's spec no longer validates:\n{errors}"))?;
     let device = resolve(&experiment.trainer.device)?;
-    let pipeline = Pipeline::compose(&experiment, &registry, device).map_err(|error| error.to_string())?;
+    let pipeline =
+        Pipeline::compose(&experiment, &registry, device).map_err(|error| error.to_string())?;
     let checkpoint = row.dir.join("checkpoint.safetensors");
     if checkpoint.exists() {
         pretext::run::load_checkpoint(&pipeline, &checkpoint)?;
     } else if row.status == "FINISHED" {
         return Err(format!("run {} has no checkpoint at {}", row.id, checkpoint.display()));
     }
-    let split = if split == "train" { pretext_plugin_api::Split::Train } else { pretext_plugin_api::Split::Test };
+    let split = if split == "train" {
+        pretext_plugin_api::Split::Train
+    } else {
+        pretext_plugin_api::Split::Test
+    };
     let evaluation = pretext::train::evaluate::Evaluation::new(&pipeline);
     let (embeddings, labels) = evaluation.split(split).map_err(|error| error.to_string())?;
-    embeddings.write_npy(out).map_err(|error| format!("cannot write {}: {error}", out.display()))?;
+    embeddings
+        .write_npy(out)
+        .map_err(|error| format!("cannot write {}: {error}", out.display()))?;
     if let Some(path) = labels_out {
         let labels = labels.ok_or_else(|| "the dataset has no labels to write".to_owned())?;
-        labels.write_npy(path).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        labels
+            .write_npy(path)
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     }
     let size = embeddings.size();
     Ok((size[0], size.get(1).copied().unwrap_or(1)))

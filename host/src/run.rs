@@ -8,9 +8,9 @@ use pretext_plugin_api::EvalReport;
 
 use crate::device::{device_name, libtorch_build, resolve};
 use crate::plugins::Registry;
+use crate::spec::Experiment;
 use crate::spec::keys::check_key;
 use crate::spec::resolve::{flat_params, resolved_toml, spec_hash};
-use crate::spec::Experiment;
 use crate::store::{MetricPoint, RunStatus, Store, now_millis};
 use crate::train::evaluate::{artifact_path, run_evaluators};
 use crate::train::{Pipeline, TrainObserver, TrainSummary, train};
@@ -57,13 +57,19 @@ impl Recorder<'_> {
         }
     }
 
-    fn record_reports(&mut self, reports: Vec<(String, EvalReport)>, step: u64) -> Result<(), String> {
+    fn record_reports(
+        &mut self,
+        reports: Vec<(String, EvalReport)>,
+        step: u64,
+    ) -> Result<(), String> {
         let timestamp = now_millis();
         let mut points = Vec::new();
         for (label, report) in reports {
             for (name, value) in report.metrics {
                 let key = format!("{label}/{name}");
-                check_key(&key).map_err(|message| format!("evaluator `{label}` returned an invalid metric key: {message}"))?;
+                check_key(&key).map_err(|message| {
+                    format!("evaluator `{label}` returned an invalid metric key: {message}")
+                })?;
                 points.push(MetricPoint { key: key.clone(), value, step, timestamp });
                 match self.latest.iter_mut().find(|(existing, _)| *existing == key) {
                     Some(entry) => entry.1 = value,
@@ -75,9 +81,11 @@ impl Recorder<'_> {
                 let path = artifact_path(&self.artifact_dir, &relative)
                     .map_err(|message| format!("evaluator `{label}`: {message}"))?;
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|error| format!("cannot create {}: {error}", parent.display()))?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|error| format!("cannot create {}: {error}", parent.display()))?;
                 }
-                std::fs::write(&path, &artifact.bytes).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+                std::fs::write(&path, &artifact.bytes)
+                    .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
                 tracing::info!(path = %path.display(), "wrote artifact");
             }
         }
@@ -113,7 +121,8 @@ fn git_tags(spec_dir: &Path) -> Vec<(String, String)> {
     let mut tags = Vec::new();
     if let Some(commit) = git(&["rev-parse", "HEAD"]) {
         tags.push(("pretext.git_commit".to_owned(), commit));
-        let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|text| !text.is_empty());
+        let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+            .is_some_and(|text| !text.is_empty());
         tags.push(("pretext.git_dirty".to_owned(), dirty.to_string()));
     }
     tags
@@ -121,7 +130,10 @@ fn git_tags(spec_dir: &Path) -> Vec<(String, String)> {
 
 fn plugin_tags(experiment: &Experiment, registry: &Registry) -> Vec<(String, String)> {
     use pretext_plugin_api::PluginKind;
-    let mut uses = vec![(PluginKind::Dataset, "dataset".to_owned(), &experiment.dataset), (PluginKind::Encoder, "encoder".to_owned(), &experiment.encoder)];
+    let mut uses = vec![
+        (PluginKind::Dataset, "dataset".to_owned(), &experiment.dataset),
+        (PluginKind::Encoder, "encoder".to_owned(), &experiment.encoder),
+    ];
     if let Some(objective) = &experiment.objective {
         uses.push((PluginKind::Objective, "objective".to_owned(), objective));
     }
@@ -160,7 +172,8 @@ pub fn execute(
     let started = Instant::now();
     let resolved = resolved_toml(experiment);
     let spec_path = run_dir.join("spec.toml");
-    std::fs::write(&spec_path, &resolved).map_err(|source| RunSetupError::Io { path: spec_path.clone(), source })?;
+    std::fs::write(&spec_path, &resolved)
+        .map_err(|source| RunSetupError::Io { path: spec_path.clone(), source })?;
     if let Err(error) = crate::logging::attach_run_log(&run_dir.join("run.log")) {
         tracing::warn!("cannot open the run log in {}: {error}", run_dir.display());
     }
@@ -173,17 +186,31 @@ pub fn execute(
         ("pretext.spec_hash".to_owned(), spec_hash(&resolved)),
         ("pretext.spec_path".to_owned(), experiment.spec_path.display().to_string()),
     ];
-    tags.extend(git_tags(experiment.spec_path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."))));
+    tags.extend(git_tags(
+        experiment
+            .spec_path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    ));
     tags.extend(plugin_tags(experiment, registry));
     store.log_params(&run_id, &flat_params(experiment))?;
     store.set_tags(&run_id, &tags)?;
 
     let artifact_dir = run_dir.join("artifacts");
-    let mut recorder = Recorder { store: &mut store, run_id: run_id.clone(), artifact_dir, latest: Vec::new(), error: None };
+    let mut recorder = Recorder {
+        store: &mut store,
+        run_id: run_id.clone(),
+        artifact_dir,
+        latest: Vec::new(),
+        error: None,
+    };
     let result = run_body(experiment, registry, device, &run_dir, &mut recorder, stop);
     let latest = std::mem::take(&mut recorder.latest);
     let (status, error, train) = match result {
-        Ok(summary) if summary.killed => (RunStatus::Killed, Some("interrupted by a signal".to_owned()), Some(summary)),
+        Ok(summary) if summary.killed => {
+            (RunStatus::Killed, Some("interrupted by a signal".to_owned()), Some(summary))
+        }
         Ok(summary) => (RunStatus::Finished, None, Some(summary)),
         Err(message) => (RunStatus::Failed, Some(message), None),
     };
@@ -206,13 +233,15 @@ fn run_body(
     recorder: &mut Recorder<'_>,
     stop: &AtomicBool,
 ) -> Result<TrainSummary, String> {
-    let mut pipeline = Pipeline::compose(experiment, registry, device).map_err(|error| error.to_string())?;
+    let mut pipeline =
+        Pipeline::compose(experiment, registry, device).map_err(|error| error.to_string())?;
     if pipeline.encoder_info.needs_fit {
         tracing::info!(encoder = %pipeline.encoder.id.name, "fitting the encoder on the train split");
         let dataset = std::sync::Arc::clone(&pipeline.dataset);
         pipeline.encoder.fit(&dataset).map_err(|error| error.to_string())?;
     }
-    let summary = train(&mut pipeline, &experiment.trainer, recorder, stop).map_err(|error| error.to_string())?;
+    let summary = train(&mut pipeline, &experiment.trainer, recorder, stop)
+        .map_err(|error| error.to_string())?;
     if summary.killed {
         return Ok(summary);
     }
@@ -238,8 +267,10 @@ pub fn save_checkpoint(pipeline: &Pipeline, path: &Path) -> Result<(), String> {
         .map(|(name, tensor)| (name, tensor.detach().to_device(tch::Device::Cpu).contiguous()))
         .collect();
     let temporary = path.with_extension("safetensors.tmp");
-    tch::Tensor::write_safetensors(&tensors, &temporary).map_err(|error| format!("cannot write checkpoint {}: {error}", temporary.display()))?;
-    std::fs::rename(&temporary, path).map_err(|error| format!("cannot move checkpoint to {}: {error}", path.display()))
+    tch::Tensor::write_safetensors(&tensors, &temporary)
+        .map_err(|error| format!("cannot write checkpoint {}: {error}", temporary.display()))?;
+    std::fs::rename(&temporary, path)
+        .map_err(|error| format!("cannot move checkpoint to {}: {error}", path.display()))
 }
 
 /// Loads a checkpoint written by [`save_checkpoint`] into the pipeline's parameters.
@@ -263,10 +294,24 @@ pub fn load_checkpoint(pipeline: &Pipeline, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn write_summary(run_dir: &Path, run_id: &str, status: RunStatus, metrics: &[(String, f64)], train: Option<&TrainSummary>) {
+fn write_summary(
+    run_dir: &Path,
+    run_id: &str,
+    status: RunStatus,
+    metrics: &[(String, f64)],
+    train: Option<&TrainSummary>,
+) {
     let metrics: serde_json::Map<String, serde_json::Value> = metrics
         .iter()
-        .map(|(key, value)| (key.clone(), serde_json::Number::from_f64(*value).map_or_else(|| serde_json::Value::String(value.to_string()), serde_json::Value::Number)))
+        .map(|(key, value)| {
+            (
+                key.clone(),
+                serde_json::Number::from_f64(*value).map_or_else(
+                    || serde_json::Value::String(value.to_string()),
+                    serde_json::Value::Number,
+                ),
+            )
+        })
         .collect();
     let summary = serde_json::json!({
         "run_id": run_id,
@@ -276,7 +321,9 @@ fn write_summary(run_dir: &Path, run_id: &str, status: RunStatus, metrics: &[(St
         "train_steps_per_second": train.map(TrainSummary::steps_per_second),
     });
     let path = run_dir.join("metrics.json");
-    if let Err(error) = std::fs::write(&path, serde_json::to_string_pretty(&summary).unwrap_or_default()) {
+    if let Err(error) =
+        std::fs::write(&path, serde_json::to_string_pretty(&summary).unwrap_or_default())
+    {
         tracing::warn!("cannot write {}: {error}", path.display());
     }
 }

@@ -139,7 +139,10 @@ pub fn share_named(tensors: &[(String, Tensor)]) -> RVec<NamedTensor> {
 
 /// Converts named tensors from the boundary type.
 pub fn take_named(tensors: RVec<NamedTensor>) -> Vec<(String, Tensor)> {
-    tensors.into_iter().map(|entry| (entry.name.into_string(), entry.tensor.into_tensor())).collect()
+    tensors
+        .into_iter()
+        .map(|entry| (entry.name.into_string(), entry.tensor.into_tensor()))
+        .collect()
 }
 
 fn scalars_to_ffi(scalars: Vec<(String, f64)>) -> RVec<NamedScalar> {

@@ -10,10 +10,12 @@
 
 // `sabi_trait` expands to impls inside generated constants, which this lint flags.
 #![allow(non_local_definitions)]
+// The boundary mirrors `FitData::len`; `is_empty` is provided on the safe side only.
+#![allow(clippy::len_without_is_empty)]
 
 use abi_stable::library::RootModule;
 use abi_stable::sabi_types::VersionStrings;
-use abi_stable::std_types::{RBox, RResult, RSlice, RStr, RString, RVec, ROption};
+use abi_stable::std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec};
 use abi_stable::{StableAbi, declare_root_module_statics, package_version_strings, sabi_trait};
 
 use crate::tensor::RawTensor;
@@ -308,7 +310,6 @@ pub trait FfiDataset: Send + Sync {
 
 /// Train-split data that the host lends an encoder to fit on.
 #[sabi_trait]
-#[allow(clippy::len_without_is_empty)]
 pub trait FfiFitData {
     fn len(&self) -> u64;
     #[sabi(last_prefix_field)]
@@ -320,7 +321,10 @@ pub trait FfiFitData {
 pub trait FfiEncoder: Send {
     fn info(&self) -> FfiResult<FfiEncoderInfo>;
     fn parameters(&self) -> FfiResult<RVec<NamedTensor>>;
-    fn fit(&mut self, data: FfiFitData_TO<'_, abi_stable::sabi_types::RRef<'_, ()>>) -> FfiResult<()>;
+    fn fit(
+        &mut self,
+        data: FfiFitData_TO<'_, abi_stable::sabi_types::RRef<'_, ()>>,
+    ) -> FfiResult<()>;
     #[sabi(last_prefix_field)]
     fn forward(&self, inputs: RawTensor, train: bool) -> FfiResult<FfiEncoderOutput>;
 }

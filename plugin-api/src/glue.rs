@@ -16,10 +16,10 @@ use crate::convert::{option_from_ffi, option_to_ffi, share_batch, share_named};
 use crate::error::{Error, Result};
 use crate::ffi::{
     FfiBatch, FfiBuildContext_TO, FfiDataset, FfiDataset_TO, FfiDatasetInfo, FfiEncoder,
-    FfiEncoderHandle_TO, FfiEncoderInfo, FfiEncoderOutput, FfiEncoder_TO, FfiEvalContext_TO,
+    FfiEncoder_TO, FfiEncoderHandle_TO, FfiEncoderInfo, FfiEncoderOutput, FfiEvalContext_TO,
     FfiEvalReport, FfiEvaluator, FfiEvaluator_TO, FfiFitData_TO, FfiInstance, FfiLossOutput,
-    FfiObjective, FfiObjective_TO, FfiParamGroup, FfiPhase, FfiPluginEntry, FfiResult,
-    FfiStepInfo, NamedTensor, NamedValue, PluginKind, PluginLibrary, PluginLibraryRef, Split,
+    FfiObjective, FfiObjective_TO, FfiParamGroup, FfiPhase, FfiPluginEntry, FfiResult, FfiStepInfo,
+    NamedTensor, NamedValue, PluginKind, PluginLibrary, PluginLibraryRef, Split,
 };
 use crate::params::Params;
 use crate::plugin::{
@@ -287,12 +287,18 @@ extern "C" fn evaluator_factory<T: EvaluatorPlugin>(
 
 /// The registry entry of a dataset plugin.
 pub fn dataset<T: DatasetPlugin>() -> FfiPluginEntry {
-    FfiPluginEntry { info: T::describe().into_info(PluginKind::Dataset), factory: dataset_factory::<T> }
+    FfiPluginEntry {
+        info: T::describe().into_info(PluginKind::Dataset),
+        factory: dataset_factory::<T>,
+    }
 }
 
 /// The registry entry of an encoder plugin.
 pub fn encoder<T: EncoderPlugin>() -> FfiPluginEntry {
-    FfiPluginEntry { info: T::describe().into_info(PluginKind::Encoder), factory: encoder_factory::<T> }
+    FfiPluginEntry {
+        info: T::describe().into_info(PluginKind::Encoder),
+        factory: encoder_factory::<T>,
+    }
 }
 
 /// The registry entry of an objective plugin.
@@ -312,7 +318,9 @@ pub fn evaluator<T: EvaluatorPlugin>() -> FfiPluginEntry {
 }
 
 /// Collects a library's entries, catching a panic in any `describe`.
-pub fn collect_entries(entries: impl FnOnce() -> Vec<FfiPluginEntry>) -> FfiResult<RVec<FfiPluginEntry>> {
+pub fn collect_entries(
+    entries: impl FnOnce() -> Vec<FfiPluginEntry>,
+) -> FfiResult<RVec<FfiPluginEntry>> {
     install_panic_hook();
     guard(|| Ok(entries().into()))
 }

@@ -218,7 +218,9 @@ impl Params {
     /// A list-of-strings parameter.
     pub fn string_list(&self, name: &str) -> Result<Vec<String>> {
         match self.require(name)? {
-            ParamValue::StrList(values) => Ok(values.iter().map(|value| value.to_string()).collect()),
+            ParamValue::StrList(values) => {
+                Ok(values.iter().map(|value| value.to_string()).collect())
+            }
             other => Err(Self::mismatch(name, "a list of strings", other)),
         }
     }

@@ -89,7 +89,10 @@ pub struct Phase {
 impl Phase {
     /// A phase that updates the given groups.
     pub fn new(name: &str, groups: &[&str]) -> Self {
-        Self { name: name.to_owned(), groups: groups.iter().map(|group| group.to_string()).collect() }
+        Self {
+            name: name.to_owned(),
+            groups: groups.iter().map(|group| group.to_string()).collect(),
+        }
     }
 }
 

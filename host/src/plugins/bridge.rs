@@ -6,7 +6,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use abi_stable::std_types::{RResult, ROption, RSlice, RString};
+use abi_stable::std_types::{ROption, RResult, RSlice, RString};
 use pretext_plugin_api::convert::{option_to_ffi, share_batch};
 use pretext_plugin_api::ffi::{
     FfiBatch, FfiBuildContext, FfiDatasetInfo, FfiDevice, FfiEncoderHandle, FfiEncoderInfo,
@@ -215,4 +215,3 @@ impl FfiEvalContext for EvalBridge<'_> {
         callback(&self.inner, || self.source.sample(count).map(option_to_ffi))
     }
 }
-

@@ -11,14 +11,14 @@ use abi_stable::sabi_types::RRef;
 use abi_stable::std_types::{RBox, RVec};
 use pretext_plugin_api::convert::{option_from_ffi, share_batch, take_named};
 use pretext_plugin_api::ffi::{
-    FfiBuildContext_TO, FfiDataset_TO, FfiDatasetInfo, FfiEncoderHandle_TO, FfiEncoderInfo,
-    FfiEncoder_TO, FfiEvalContext_TO, FfiEvaluator_TO, FfiFitData_TO, FfiInstance,
+    FfiBuildContext_TO, FfiDataset_TO, FfiDatasetInfo, FfiEncoder_TO, FfiEncoderHandle_TO,
+    FfiEncoderInfo, FfiEvalContext_TO, FfiEvaluator_TO, FfiFitData_TO, FfiInstance,
     FfiObjective_TO, FfiResult, NamedValue, PluginKind, Split,
 };
 use pretext_plugin_api::tensor::RawTensor;
 use pretext_plugin_api::{
-    Batch, DatasetInfo, EncoderInfo, EncoderOutput, EvalReport, LossOutput, ParamGroup,
-    ParamValue, Phase, StepInfo,
+    Batch, DatasetInfo, EncoderInfo, EncoderOutput, EvalReport, LossOutput, ParamGroup, ParamValue,
+    Phase, StepInfo,
 };
 use tch::{Device, Tensor};
 
@@ -220,10 +220,8 @@ impl ObjectiveInstance {
     }
 
     pub fn representation(&self, features: &Tensor) -> Result<Tensor, PluginCallError> {
-        cross(&self.id, "representation", || {
-            self.inner.representation(RawTensor::share(features))
-        })
-        .map(RawTensor::into_tensor)
+        cross(&self.id, "representation", || self.inner.representation(RawTensor::share(features)))
+            .map(RawTensor::into_tensor)
     }
 
     pub fn reconstruct(
@@ -289,7 +287,10 @@ impl InnerError {
         }
     }
 
-    pub(crate) fn prefer<T>(&self, result: Result<T, PluginCallError>) -> Result<T, PluginCallError> {
+    pub(crate) fn prefer<T>(
+        &self,
+        result: Result<T, PluginCallError>,
+    ) -> Result<T, PluginCallError> {
         match (result, self.0.borrow_mut().take()) {
             (Err(_), Some(inner)) => Err(inner),
             (result, _) => result,

@@ -7,10 +7,10 @@ mod bridge;
 pub mod instance;
 pub mod registry;
 
+pub use bridge::{CallbackError, EvalSource};
+pub use instance::BuildInputs;
 pub use instance::{
     DatasetInstance, EncoderInstance, EvaluatorInstance, ObjectiveInstance, PluginCallError,
     PluginId,
 };
-pub use bridge::{CallbackError, EvalSource};
-pub use instance::BuildInputs;
 pub use registry::{LibraryInfo, LoadedPlugin, PluginSource, Registry};

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use abi_stable::library::{RootModule, lib_header_from_path};
+use abi_stable::std_types::{RBox, RVec};
 use pretext_plugin_api::ffi::{
     FfiBuildContext_TO, FfiInstance, FfiResult, NamedValue, ParamSpec, PluginInfo, PluginKind,
     PluginLibraryRef,
 };
-use abi_stable::std_types::{RBox, RVec};
 use sha2::{Digest, Sha256};
 
 /// Where a plugin library was found.
@@ -45,8 +45,10 @@ pub struct LibraryInfo {
     pub libtorch_version: String,
 }
 
-type Factory =
-    extern "C" fn(RVec<NamedValue>, FfiBuildContext_TO<'static, RBox<()>>) -> FfiResult<FfiInstance>;
+type Factory = extern "C" fn(
+    RVec<NamedValue>,
+    FfiBuildContext_TO<'static, RBox<()>>,
+) -> FfiResult<FfiInstance>;
 
 /// One plugin exported by a loaded library.
 pub struct LoadedPlugin {
@@ -260,14 +262,27 @@ fn load_library(path: &Path, source: PluginSource) -> Result<Vec<LoadedPlugin>, 
     let libtorch_version = module.libtorch_version().to_string();
     check_libtorch_version(&libtorch_version)?;
 
-    let entries = (module.plugins())().into_result().map_err(|error| {
-        format!("listing its plugins failed: {}", error.message)
-    })?;
-    let library = Arc::new(LibraryInfo { path: path.to_path_buf(), source, sha256, api_version, libtorch_version });
-    Ok(entries.into_iter().map(|entry| plugin_from_entry(entry.info, entry.factory, &library)).collect())
+    let entries = (module.plugins())()
+        .into_result()
+        .map_err(|error| format!("listing its plugins failed: {}", error.message))?;
+    let library = Arc::new(LibraryInfo {
+        path: path.to_path_buf(),
+        source,
+        sha256,
+        api_version,
+        libtorch_version,
+    });
+    Ok(entries
+        .into_iter()
+        .map(|entry| plugin_from_entry(entry.info, entry.factory, &library))
+        .collect())
 }
 
-fn plugin_from_entry(info: PluginInfo, factory: Factory, library: &Arc<LibraryInfo>) -> LoadedPlugin {
+fn plugin_from_entry(
+    info: PluginInfo,
+    factory: Factory,
+    library: &Arc<LibraryInfo>,
+) -> LoadedPlugin {
     LoadedPlugin {
         name: info.name.into_string(),
         kind: info.kind,
@@ -289,7 +304,9 @@ fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
 fn check_api_version(found: &str) -> Result<(), String> {
     let host = parse_version(HOST_API_VERSION).expect("the crate version is valid semver");
     let Some(plugin) = parse_version(found) else {
-        return Err(format!("expected a plugin-api version like {HOST_API_VERSION}, found `{found}`"));
+        return Err(format!(
+            "expected a plugin-api version like {HOST_API_VERSION}, found `{found}`"
+        ));
     };
     if plugin.0 != host.0 {
         return Err(format!(

@@ -29,7 +29,9 @@ impl SourceFile {
 pub enum Origin {
     File(Arc<SourceFile>),
     /// The override at this position on the command line.
-    Override { text: String },
+    Override {
+        text: String,
+    },
     /// A default filled in by the host.
     Default,
 }

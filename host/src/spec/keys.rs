@@ -46,7 +46,10 @@ pub fn check_experiment_keys(experiment: &Experiment) -> Result<(), SpecErrors> 
         if let Err(message) = check_key(&format!("{}/x", evaluator.label)) {
             errors.push(SpecError::new(
                 None,
-                format!("evaluator name `{}` cannot prefix metric keys: {message}", evaluator.label),
+                format!(
+                    "evaluator name `{}` cannot prefix metric keys: {message}",
+                    evaluator.label
+                ),
             ));
         }
     }

@@ -37,7 +37,9 @@ pub fn parse_override(text: &str) -> Result<Override, SpecError> {
         if !valid {
             return Err(SpecError::new(
                 Some(&location),
-                format!("invalid key `{key}`: each dot-separated part must be a non-empty bare key"),
+                format!(
+                    "invalid key `{key}`: each dot-separated part must be a non-empty bare key"
+                ),
             ));
         }
     }
@@ -99,7 +101,11 @@ pub fn apply(root: &mut Table, overrides: &[Override]) -> Result<(), SpecError> 
         if let Some(earlier) = overrides[..index].iter().find(|other| other.path == item.path) {
             return Err(SpecError::new(
                 Some(&item.node.location),
-                format!("key `{}` is overridden twice (first by `{}`)", item.path.join("."), earlier.text),
+                format!(
+                    "key `{}` is overridden twice (first by `{}`)",
+                    item.path.join("."),
+                    earlier.text
+                ),
             )
             .with_help("give each key once"));
         }
@@ -117,7 +123,10 @@ fn apply_one(root: &mut Table, item: &Override) -> Result<(), SpecError> {
             table.entries.push(Entry {
                 key: key.clone(),
                 key_location: location.clone(),
-                node: Node { value: NodeValue::Table(Table::default()), location: location.clone() },
+                node: Node {
+                    value: NodeValue::Table(Table::default()),
+                    location: location.clone(),
+                },
             });
         }
         let entry = table.get_mut(key).expect("inserted above");
@@ -177,8 +186,10 @@ mod tests {
 
     #[test]
     fn same_key_twice_rejected() {
-        let overrides =
-            vec![parse_override("trainer.lr=1e-3").unwrap(), parse_override("trainer.lr=1e-4").unwrap()];
+        let overrides = vec![
+            parse_override("trainer.lr=1e-3").unwrap(),
+            parse_override("trainer.lr=1e-4").unwrap(),
+        ];
         let error = apply(&mut Table::default(), &overrides).unwrap_err();
         assert!(error.message.contains("overridden twice"), "{error}");
     }

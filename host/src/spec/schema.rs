@@ -10,7 +10,8 @@ pub fn trainer_schema() -> Vec<ParamSpec> {
         Param::int("epochs", 10, "passes over the train split; 0 evaluates the encoder as it is")
             .min(0.0),
         Param::int("batch_size", 64, "samples per optimizer step").min(1.0),
-        Param::string("optimizer", "adam", "optimizer algorithm").choices(&["sgd", "adam", "adamw"]),
+        Param::string("optimizer", "adam", "optimizer algorithm")
+            .choices(&["sgd", "adam", "adamw"]),
         Param::float("lr", 1e-3, "learning rate").min(0.0),
         Param::float("weight_decay", 0.0, "L2 penalty (decoupled for adamw)").min(0.0),
         Param::float("momentum", 0.9, "SGD momentum").range(0.0, 1.0),

@@ -145,13 +145,19 @@ pub fn validate(
                 String::new()
             }
         },
-        None => spec_path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default(),
+        None => spec_path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     };
     let seed = match root.get("seed") {
         Some(entry) => match &entry.node.value {
             NodeValue::Int(seed) if *seed >= 0 => *seed as u64,
             NodeValue::Int(seed) => {
-                errors.push(SpecError::new(Some(&entry.node.location), format!("seed must be >= 0, found {seed}")));
+                errors.push(SpecError::new(
+                    Some(&entry.node.location),
+                    format!("seed must be >= 0, found {seed}"),
+                ));
                 0
             }
             _ => {
@@ -167,17 +173,55 @@ pub fn validate(
         Vec::new()
     });
 
-    let dataset = plugin_table(root, "dataset", PluginKind::Dataset, true, registry, &root_location, &mut errors);
-    let encoder = plugin_table(root, "encoder", PluginKind::Encoder, true, registry, &root_location, &mut errors);
-    let objective = plugin_table(root, "objective", PluginKind::Objective, false, registry, &root_location, &mut errors);
+    let dataset = plugin_table(
+        root,
+        "dataset",
+        PluginKind::Dataset,
+        true,
+        registry,
+        &root_location,
+        &mut errors,
+    );
+    let encoder = plugin_table(
+        root,
+        "encoder",
+        PluginKind::Encoder,
+        true,
+        registry,
+        &root_location,
+        &mut errors,
+    );
+    let objective = plugin_table(
+        root,
+        "objective",
+        PluginKind::Objective,
+        false,
+        registry,
+        &root_location,
+        &mut errors,
+    );
     let evaluators = evaluator_tables(root, registry, &mut errors);
 
     let empty = Table::default();
     let trainer_table = sub_table(root, "trainer", &mut errors).unwrap_or(&empty);
-    let trainer_params = check_params(trainer_table, &trainer_schema(), &[], "[trainer]", trainer_location(root, &root_location), &mut errors);
+    let trainer_params = check_params(
+        trainer_table,
+        &trainer_schema(),
+        &[],
+        "[trainer]",
+        trainer_location(root, &root_location),
+        &mut errors,
+    );
     let trainer = trainer_config(&trainer_params, trainer_table, &mut errors);
     let tracking_table = sub_table(root, "tracking", &mut errors).unwrap_or(&empty);
-    let tracking_params = check_params(tracking_table, &tracking_schema(), &[], "[tracking]", &root_location, &mut errors);
+    let tracking_params = check_params(
+        tracking_table,
+        &tracking_schema(),
+        &[],
+        "[tracking]",
+        &root_location,
+        &mut errors,
+    );
     let backend = string_param(&tracking_params, "backend");
 
     if !errors.is_empty() {
@@ -251,8 +295,12 @@ fn plugin_table(
     let Some(entry) = root.get(key) else {
         if required {
             errors.push(
-                SpecError::new(Some(root_location), format!("missing table `[{key}]`"))
-                    .with_help(format!("add `[{key}]` with `plugin = \"NAME\"`; available: {}", registry.names(kind).join(", "))),
+                SpecError::new(Some(root_location), format!("missing table `[{key}]`")).with_help(
+                    format!(
+                        "add `[{key}]` with `plugin = \"NAME\"`; available: {}",
+                        registry.names(kind).join(", ")
+                    ),
+                ),
             );
         }
         return None;
@@ -285,8 +333,11 @@ fn plugin_use(
             Some(name) => (name.to_owned(), entry.key_location.clone()),
             None => {
                 errors.push(
-                    SpecError::new(Some(&entry.key_location), format!("missing key `plugin` in [{label}]"))
-                        .with_help(format!("available {kind}s: {}", registry.names(kind).join(", "))),
+                    SpecError::new(
+                        Some(&entry.key_location),
+                        format!("missing key `plugin` in [{label}]"),
+                    )
+                    .with_help(format!("available {kind}s: {}", registry.names(kind).join(", "))),
                 );
                 return None;
             }
@@ -294,7 +345,8 @@ fn plugin_use(
     };
     let Some(plugin) = registry.find(kind, &plugin_name) else {
         let names = registry.names(kind);
-        let mut error = SpecError::new(Some(&plugin_location), format!("unknown {kind} `{plugin_name}`"));
+        let mut error =
+            SpecError::new(Some(&plugin_location), format!("unknown {kind} `{plugin_name}`"));
         error = match closest(&plugin_name, names.iter().copied()) {
             Some(suggestion) => error.with_help(format!(
                 "did you mean `{suggestion}`? available {kind}s: {}",
@@ -309,12 +361,17 @@ fn plugin_use(
         return None;
     };
     let context = format!("[{label}] ({kind} `{plugin_name}`)");
-    let params = check_params(table, &plugin.params, &["plugin"], &context, &entry.key_location, errors);
+    let params =
+        check_params(table, &plugin.params, &["plugin"], &context, &entry.key_location, errors);
     Some(PluginUse { label: label.to_owned(), plugin: plugin_name, params })
 }
 
 /// Reads `[evaluate.NAME]` tables; `plugin` defaults to `NAME`.
-fn evaluator_tables(root: &Table, registry: &Registry, errors: &mut Vec<SpecError>) -> Vec<PluginUse> {
+fn evaluator_tables(
+    root: &Table,
+    registry: &Registry,
+    errors: &mut Vec<SpecError>,
+) -> Vec<PluginUse> {
     let Some(table) = sub_table(root, "evaluate", errors) else {
         return Vec::new();
     };
@@ -325,7 +382,15 @@ fn evaluator_tables(root: &Table, registry: &Registry, errors: &mut Vec<SpecErro
             continue;
         };
         let label = format!("evaluate.{}", entry.key);
-        if let Some(mut found) = plugin_use(inner, entry, &label, PluginKind::Evaluator, Some(&entry.key), registry, errors) {
+        if let Some(mut found) = plugin_use(
+            inner,
+            entry,
+            &label,
+            PluginKind::Evaluator,
+            Some(&entry.key),
+            registry,
+            errors,
+        ) {
             found.label = entry.key.clone();
             uses.push(found);
         }
@@ -356,10 +421,16 @@ pub fn check_params(
             },
             None => match spec.default.as_ref().into_option() {
                 Some(default) => values.push((name.to_owned(), default.clone())),
-                None => errors.push(SpecError::new(
-                    Some(table_location),
-                    format!("missing required parameter `{name}` ({}) in {context}", spec.ty.as_str()),
-                ).with_help(spec.doc.to_string())),
+                None => errors.push(
+                    SpecError::new(
+                        Some(table_location),
+                        format!(
+                            "missing required parameter `{name}` ({}) in {context}",
+                            spec.ty.as_str()
+                        ),
+                    )
+                    .with_help(spec.doc.to_string()),
+                ),
             },
         }
     }
@@ -459,7 +530,11 @@ fn check_choices(node: &Node, spec: &ParamSpec, value: &ParamValue) -> Result<()
     let choices: Vec<&str> = spec.choices.iter().map(RString::as_str).collect();
     let mut error = SpecError::new(
         Some(&node.location),
-        format!("invalid value \"{text}\" for `{}`; expected one of: {}", spec.name, choices.join(", ")),
+        format!(
+            "invalid value \"{text}\" for `{}`; expected one of: {}",
+            spec.name,
+            choices.join(", ")
+        ),
     );
     if let Some(suggestion) = closest(text.as_str(), choices.iter().copied()) {
         error = error.with_help(format!("did you mean \"{suggestion}\"?"));
@@ -523,7 +598,11 @@ fn bool_param(params: &[(String, ParamValue)], name: &str) -> bool {
     matches!(params.iter().find(|(key, _)| key == name), Some((_, ParamValue::Bool(true))))
 }
 
-fn trainer_config(params: &[(String, ParamValue)], table: &Table, errors: &mut Vec<SpecError>) -> TrainerConfig {
+fn trainer_config(
+    params: &[(String, ParamValue)],
+    table: &Table,
+    errors: &mut Vec<SpecError>,
+) -> TrainerConfig {
     let device_text = string_param(params, "device");
     let device = parse_device(&device_text).unwrap_or_else(|| {
         let location = table.get("device").map(|entry| entry.node.location.clone());

@@ -160,10 +160,15 @@ impl Store {
     }
 
     /// Creates a RUNNING run and its folder; returns the run id and folder.
-    pub fn create_run(&self, experiment: &str, run_name: &str) -> Result<(String, PathBuf), StoreError> {
+    pub fn create_run(
+        &self,
+        experiment: &str,
+        run_name: &str,
+    ) -> Result<(String, PathBuf), StoreError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.root.join(&id);
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| StoreError::Io { path: dir.clone(), source })?;
         let now = now_millis();
         self.connection
             .execute(
@@ -182,24 +187,50 @@ impl Store {
     }
 
     /// Records parameters; a key given again keeps its first value, as in MLflow.
-    pub fn log_params(&mut self, run_id: &str, params: &[(String, String)]) -> Result<(), StoreError> {
-        self.insert_pairs("INSERT OR IGNORE INTO params (run_id, key, value) VALUES (?1, ?2, ?3)", run_id, params)
+    pub fn log_params(
+        &mut self,
+        run_id: &str,
+        params: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        self.insert_pairs(
+            "INSERT OR IGNORE INTO params (run_id, key, value) VALUES (?1, ?2, ?3)",
+            run_id,
+            params,
+        )
     }
 
     /// Sets tags, replacing earlier values.
     pub fn set_tags(&mut self, run_id: &str, tags: &[(String, String)]) -> Result<(), StoreError> {
-        self.insert_pairs("INSERT OR REPLACE INTO tags (run_id, key, value) VALUES (?1, ?2, ?3)", run_id, tags)
+        self.insert_pairs(
+            "INSERT OR REPLACE INTO tags (run_id, key, value) VALUES (?1, ?2, ?3)",
+            run_id,
+            tags,
+        )
     }
 
-    fn insert_pairs(&mut self, sql: &str, run_id: &str, pairs: &[(String, String)]) -> Result<(), StoreError> {
-        let transaction = self.connection.transaction().map_err(|error| StoreError::Database { path: self.db_path.clone(), source: error })?;
+    fn insert_pairs(
+        &mut self,
+        sql: &str,
+        run_id: &str,
+        pairs: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let transaction = self
+            .connection
+            .transaction()
+            .map_err(|error| StoreError::Database { path: self.db_path.clone(), source: error })?;
         {
-            let mut statement = transaction.prepare_cached(sql).map_err(|error| StoreError::Database { path: self.db_path.clone(), source: error })?;
+            let mut statement = transaction.prepare_cached(sql).map_err(|error| {
+                StoreError::Database { path: self.db_path.clone(), source: error }
+            })?;
             for (key, value) in pairs {
-                statement.execute(params![run_id, key, value]).map_err(|error| StoreError::Database { path: self.db_path.clone(), source: error })?;
+                statement.execute(params![run_id, key, value]).map_err(|error| {
+                    StoreError::Database { path: self.db_path.clone(), source: error }
+                })?;
             }
         }
-        transaction.commit().map_err(|error| StoreError::Database { path: self.db_path.clone(), source: error })
+        transaction
+            .commit()
+            .map_err(|error| StoreError::Database { path: self.db_path.clone(), source: error })
     }
 
     /// Appends metric points in one transaction.
@@ -217,7 +248,14 @@ impl Store {
             for point in points {
                 let (value, special) = encode_value(point.value);
                 statement
-                    .execute(params![run_id, point.key, value, special, point.step as i64, point.timestamp])
+                    .execute(params![
+                        run_id,
+                        point.key,
+                        value,
+                        special,
+                        point.step as i64,
+                        point.timestamp
+                    ])
                     .map_err(database)?;
             }
         }
@@ -225,7 +263,12 @@ impl Store {
     }
 
     /// Marks a run as ended.
-    pub fn finish_run(&self, run_id: &str, status: RunStatus, error: Option<&str>) -> Result<(), StoreError> {
+    pub fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.connection
             .execute(
                 "UPDATE runs SET status = ?1, end_time = ?2, error = ?3 WHERE id = ?4",
@@ -348,7 +391,12 @@ mod tests {
         let points: Vec<MetricPoint> = values
             .iter()
             .enumerate()
-            .map(|(step, value)| MetricPoint { key: "m".into(), value: *value, step: step as u64, timestamp: 0 })
+            .map(|(step, value)| MetricPoint {
+                key: "m".into(),
+                value: *value,
+                step: step as u64,
+                timestamp: 0,
+            })
             .collect();
         store.log_metrics(&run, &points).unwrap();
         let read = store.metrics(&run).unwrap();

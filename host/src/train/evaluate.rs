@@ -51,9 +51,17 @@ impl<'a> Evaluation<'a> {
                 label_parts.push(labels.to_device(Device::Cpu));
             }
         }
-        let embeddings = if parts.is_empty() { Tensor::zeros([0, 0], (Kind::Float, Device::Cpu)) } else { Tensor::cat(&parts, 0) };
-        let labels = (!label_parts.is_empty() && label_parts.len() == parts.len()).then(|| Tensor::cat(&label_parts, 0));
-        self.cache.borrow_mut().insert(split, (embeddings.shallow_clone(), labels.as_ref().map(Tensor::shallow_clone)));
+        let embeddings = if parts.is_empty() {
+            Tensor::zeros([0, 0], (Kind::Float, Device::Cpu))
+        } else {
+            Tensor::cat(&parts, 0)
+        };
+        let labels = (!label_parts.is_empty() && label_parts.len() == parts.len())
+            .then(|| Tensor::cat(&label_parts, 0));
+        self.cache.borrow_mut().insert(
+            split,
+            (embeddings.shallow_clone(), labels.as_ref().map(Tensor::shallow_clone)),
+        );
         Ok((embeddings, labels))
     }
 }
@@ -137,7 +145,9 @@ pub fn artifact_path(root: &Path, relative: &str) -> Result<PathBuf, String> {
 }
 
 /// Runs every evaluator; returns `(label, report)` pairs.
-pub fn run_evaluators(pipeline: &mut Pipeline) -> Result<Vec<(String, EvalReport)>, PluginCallError> {
+pub fn run_evaluators(
+    pipeline: &mut Pipeline,
+) -> Result<Vec<(String, EvalReport)>, PluginCallError> {
     let mut evaluators = std::mem::take(&mut pipeline.evaluators);
     let result = (|| {
         let evaluation = Evaluation::new(pipeline);

@@ -78,7 +78,8 @@ pub fn train(
     let phase_groups = resolve_phase_groups(&phases, &optimizers)?;
 
     let train_len = pipeline.data_info.train_len;
-    let steps_per_epoch = loader::batches(&vec![0; train_len], config.batch_size, config.drop_last).len() as u64;
+    let steps_per_epoch =
+        loader::batches(&vec![0; train_len], config.batch_size, config.drop_last).len() as u64;
     let progress = progress_bar(config.epochs * steps_per_epoch);
     let mut step = 0u64;
     let mut train_time = Duration::ZERO;
@@ -103,12 +104,13 @@ pub fn train(
                     labels: batch.labels.map(|labels| labels.to_device(pipeline.device)),
                 };
                 let info = StepInfo { step, epoch };
-                let log_now = step % config.log_every == 0;
+                let log_now = step.is_multiple_of(config.log_every);
                 for (phase, group_indices) in phases.iter().zip(&phase_groups) {
                     for optimizer in &optimizers {
                         optimizer.zero_grad()?;
                     }
-                    let objective = pipeline.objective.as_mut().expect("a training plan needs an objective");
+                    let objective =
+                        pipeline.objective.as_mut().expect("a training plan needs an objective");
                     let output = objective.loss(info, &phase.name, &batch, &pipeline.encoder)?;
                     let value = output.loss.f_double_value(&[]).map_err(|error| {
                         TrainError::Invalid(format!(
@@ -117,11 +119,19 @@ pub fn train(
                         ))
                     })?;
                     if !value.is_finite() {
-                        return Err(TrainError::NonFiniteLoss { value, step, epoch, phase: phase.name.clone() });
+                        return Err(TrainError::NonFiniteLoss {
+                            value,
+                            step,
+                            epoch,
+                            phase: phase.name.clone(),
+                        });
                     }
                     output.loss.f_backward()?;
                     if let Some(max_norm) = config.grad_clip {
-                        let tensors: Vec<&tch::Tensor> = group_indices.iter().flat_map(|index| optimizers[*index].tensors()).collect();
+                        let tensors: Vec<&tch::Tensor> = group_indices
+                            .iter()
+                            .flat_map(|index| optimizers[*index].tensors())
+                            .collect();
                         clip_grad_norm(&tensors, max_norm);
                     }
                     for index in group_indices {
@@ -133,16 +143,31 @@ pub fn train(
                     }
                     if log_now {
                         let timestamp = now_millis();
-                        pending.push(MetricPoint { key: phase_key(&phases, phase, "loss"), value, step, timestamp });
+                        pending.push(MetricPoint {
+                            key: phase_key(&phases, phase, "loss"),
+                            value,
+                            step,
+                            timestamp,
+                        });
                         for (name, metric) in output.metrics {
-                            pending.push(MetricPoint { key: phase_key(&phases, phase, &name), value: metric, step, timestamp });
+                            pending.push(MetricPoint {
+                                key: phase_key(&phases, phase, &name),
+                                value: metric,
+                                step,
+                                timestamp,
+                            });
                         }
                     }
                 }
                 step += 1;
                 progress.inc(1);
                 if log_now {
-                    progress.set_message(format!("epoch {}/{} loss {:.5}", epoch + 1, config.epochs, loss_sum / loss_count.max(1) as f64));
+                    progress.set_message(format!(
+                        "epoch {}/{} loss {:.5}",
+                        epoch + 1,
+                        config.epochs,
+                        loss_sum / loss_count.max(1) as f64
+                    ));
                     observer.metrics(std::mem::take(&mut pending));
                 }
             }
@@ -151,28 +176,50 @@ pub fn train(
         train_time += started.elapsed();
         if outcome {
             progress.abandon();
-            return Ok(TrainSummary { steps: step, epochs_done: epoch, train_seconds: train_time.as_secs_f64(), killed: true });
+            return Ok(TrainSummary {
+                steps: step,
+                epochs_done: epoch,
+                train_seconds: train_time.as_secs_f64(),
+                killed: true,
+            });
         }
         let mean_loss = loss_sum / loss_count.max(1) as f64;
         tracing::info!(epoch = epoch + 1, step, loss = mean_loss, "epoch finished");
-        pending.push(MetricPoint { key: "train/epoch_loss".into(), value: mean_loss, step, timestamp: now_millis() });
+        pending.push(MetricPoint {
+            key: "train/epoch_loss".into(),
+            value: mean_loss,
+            step,
+            timestamp: now_millis(),
+        });
         observer.metrics(std::mem::take(&mut pending));
         let is_last = epoch + 1 == config.epochs;
         if !is_last && config.eval_every > 0 && (epoch + 1) % config.eval_every == 0 {
-            progress.suspend(|| observer.evaluate(pipeline, epoch + 1, step)).map_err(TrainError::Invalid)?;
+            progress
+                .suspend(|| observer.evaluate(pipeline, epoch + 1, step))
+                .map_err(TrainError::Invalid)?;
         }
     }
     progress.finish_and_clear();
-    Ok(TrainSummary { steps: step, epochs_done: config.epochs, train_seconds: train_time.as_secs_f64(), killed: false })
+    Ok(TrainSummary {
+        steps: step,
+        epochs_done: config.epochs,
+        train_seconds: train_time.as_secs_f64(),
+        killed: false,
+    })
 }
 
-fn resolve_phase_groups(phases: &[Phase], optimizers: &[GroupOptimizer]) -> Result<Vec<Vec<usize>>, TrainError> {
+fn resolve_phase_groups(
+    phases: &[Phase],
+    optimizers: &[GroupOptimizer],
+) -> Result<Vec<Vec<usize>>, TrainError> {
     let mut resolved = Vec::new();
     for phase in phases {
         let mut indices = Vec::new();
         for group in &phase.groups {
-            let Some(index) = optimizers.iter().position(|optimizer| &optimizer.name == group) else {
-                let names: Vec<&str> = optimizers.iter().map(|optimizer| optimizer.name.as_str()).collect();
+            let Some(index) = optimizers.iter().position(|optimizer| &optimizer.name == group)
+            else {
+                let names: Vec<&str> =
+                    optimizers.iter().map(|optimizer| optimizer.name.as_str()).collect();
                 return Err(TrainError::Invalid(format!(
                     "phase `{}` updates group `{group}`, but the objective declares only: {}",
                     phase.name,
@@ -191,11 +238,10 @@ fn resolve_phase_groups(phases: &[Phase], optimizers: &[GroupOptimizer]) -> Resu
 
 fn progress_bar(total: u64) -> ProgressBar {
     let bar = ProgressBar::new(total);
-    let style = ProgressStyle::with_template(
-        "{msg} [{bar:30}] {pos}/{len} steps, {per_sec}, ETA {eta}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {per_sec}, ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     bar.set_style(style);
     bar
 }

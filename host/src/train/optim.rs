@@ -16,11 +16,31 @@ pub struct GroupOptimizer {
 
 impl GroupOptimizer {
     /// Creates the optimizer the trainer config names, over `tensors`.
-    pub fn new(name: &str, tensors: Vec<Tensor>, config: &TrainerConfig) -> Result<Self, tch::TchError> {
+    pub fn new(
+        name: &str,
+        tensors: Vec<Tensor>,
+        config: &TrainerConfig,
+    ) -> Result<Self, tch::TchError> {
         let mut optimizer = match config.optimizer {
-            OptimizerKind::Sgd => COptimizer::sgd(config.lr, config.momentum, 0.0, config.weight_decay, false)?,
-            OptimizerKind::Adam => COptimizer::adam(config.lr, config.beta1, config.beta2, config.weight_decay, ADAM_EPS, false)?,
-            OptimizerKind::AdamW => COptimizer::adamw(config.lr, config.beta1, config.beta2, config.weight_decay, ADAM_EPS, false)?,
+            OptimizerKind::Sgd => {
+                COptimizer::sgd(config.lr, config.momentum, 0.0, config.weight_decay, false)?
+            }
+            OptimizerKind::Adam => COptimizer::adam(
+                config.lr,
+                config.beta1,
+                config.beta2,
+                config.weight_decay,
+                ADAM_EPS,
+                false,
+            )?,
+            OptimizerKind::AdamW => COptimizer::adamw(
+                config.lr,
+                config.beta1,
+                config.beta2,
+                config.weight_decay,
+                ADAM_EPS,
+                false,
+            )?,
         };
         for tensor in &tensors {
             optimizer.add_parameters(tensor, 0)?;
@@ -46,7 +66,8 @@ impl GroupOptimizer {
 pub fn clip_grad_norm(tensors: &[&Tensor], max_norm: f64) -> f64 {
     let _guard = tch::no_grad_guard();
     let mut total = 0.0;
-    let grads: Vec<Tensor> = tensors.iter().map(|tensor| tensor.grad()).filter(Tensor::defined).collect();
+    let grads: Vec<Tensor> =
+        tensors.iter().map(|tensor| tensor.grad()).filter(Tensor::defined).collect();
     for grad in &grads {
         let norm = grad.norm().double_value(&[]);
         total += norm * norm;

@@ -52,7 +52,8 @@ impl Pipeline {
         device: Device,
     ) -> Result<Self, ComposeError> {
         tch::manual_seed(experiment.seed as i64);
-        let mut inputs = BuildInputs { device, seed: experiment.seed, dataset: None, encoder: None };
+        let mut inputs =
+            BuildInputs { device, seed: experiment.seed, dataset: None, encoder: None };
 
         let dataset_plugin = plugin(registry, PluginKind::Dataset, &experiment.dataset)?;
         let dataset = DatasetInstance::create(dataset_plugin, &experiment.dataset.params, &inputs)?;
@@ -91,7 +92,7 @@ impl Pipeline {
 
     /// The objective's parameter groups with the encoder's parameters added to the group that
     /// claims them, and the phases of a training step.
-    pub fn training_plan(&self) -> Result<Option<(Vec<TrainGroup>, Vec<Phase>)>, PluginCallError> {
+    pub fn training_plan(&self) -> Result<Option<TrainingPlan>, PluginCallError> {
         let Some(objective) = &self.objective else {
             return Ok(None);
         };
@@ -126,6 +127,9 @@ impl Pipeline {
         Ok(named)
     }
 }
+
+/// The parameter groups and the phases of one training step.
+pub type TrainingPlan = (Vec<TrainGroup>, Vec<Phase>);
 
 /// The tensors one optimizer updates.
 pub struct TrainGroup {

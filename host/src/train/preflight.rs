@@ -18,7 +18,8 @@ pub fn check_shapes(pipeline: &mut Pipeline) -> Result<(), String> {
     let indices: Vec<i64> = (0..count).collect();
     let dataset = pipeline.dataset.id.name.clone();
     let encoder = pipeline.encoder.id.name.clone();
-    let batch = pipeline.dataset.batch(Split::Train, &indices).map_err(|error| error.to_string())?;
+    let batch =
+        pipeline.dataset.batch(Split::Train, &indices).map_err(|error| error.to_string())?;
     let batch = pretext_plugin_api::Batch {
         inputs: batch.inputs.to_device(pipeline.device),
         labels: batch.labels.map(|labels| labels.to_device(pipeline.device)),
@@ -40,7 +41,8 @@ pub fn check_shapes(pipeline: &mut Pipeline) -> Result<(), String> {
     let objective_name = objective.id.name.clone();
     let phases = objective.phases().map_err(|error| error.to_string())?;
     for phase in phases {
-        let result = objective.loss(StepInfo { step: 0, epoch: 0 }, &phase.name, &batch, &pipeline.encoder);
+        let result =
+            objective.loss(StepInfo { step: 0, epoch: 0 }, &phase.name, &batch, &pipeline.encoder);
         match result {
             Ok(loss) if loss.loss.numel() == 1 => {}
             Ok(loss) => {

@@ -15,7 +15,10 @@ pub fn target_dir() -> PathBuf {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is in the repository").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is in the repository")
+        .to_path_buf()
 }
 
 /// A built library from the target folder, such as `libfixture_panicking_plugin.so`.
@@ -28,13 +31,19 @@ pub fn library(name: &str) -> PathBuf {
 /// A `pretext` command with a clean plugin path and the given run root.
 pub fn pretext(run_root: &Path) -> Command {
     let mut command = Command::new(binary());
-    command.env_remove("PRETEXT_PLUGIN_PATH").env_remove("RUST_LOG").env("PRETEXT_RUN_ROOT", run_root);
+    command
+        .env_remove("PRETEXT_PLUGIN_PATH")
+        .env_remove("RUST_LOG")
+        .env("PRETEXT_RUN_ROOT", run_root);
     command
 }
 
 /// Output as text, for assertions.
 pub fn text(output: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// Writes a spec into `dir` and returns its path.
@@ -75,6 +84,7 @@ pub fn run_summary(stdout: &str) -> serde_json::Value {
         .lines()
         .find_map(|line| line.trim().strip_prefix("folder: "))
         .expect("the summary names the run folder");
-    let text = std::fs::read_to_string(Path::new(folder).join("metrics.json")).expect("metrics.json");
+    let text =
+        std::fs::read_to_string(Path::new(folder).join("metrics.json")).expect("metrics.json");
     serde_json::from_str(&text).expect("valid json")
 }

@@ -21,11 +21,16 @@ fn bad_libraries_skipped_good_ones_load() {
         std::fs::copy(path, plugins.path().join("libunrelated.so")).unwrap();
     }
 
-    let output = pretext(run_root.path()).env("PRETEXT_PLUGIN_PATH", plugins.path()).arg("plugins").output().unwrap();
+    let output = pretext(run_root.path())
+        .env("PRETEXT_PLUGIN_PATH", plugins.path())
+        .arg("plugins")
+        .output()
+        .unwrap();
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stderr}");
 
-    let future = stderr.lines().filter(|line| line.contains("libfixture_future_api_plugin.so")).count();
+    let future =
+        stderr.lines().filter(|line| line.contains("libfixture_future_api_plugin.so")).count();
     assert_eq!(future, 2, "one log warning and one listed warning:\n{stderr}");
     assert!(stderr.contains("built against plugin-api 2.0.0"), "{stderr}");
     assert!(stderr.contains("expected major version 1, found 2"), "{stderr}");
@@ -40,7 +45,16 @@ fn bad_libraries_skipped_good_ones_load() {
     assert!(!stdout.contains("foreign_torch_encoder"), "{stdout}");
     assert!(stdout.contains("panicking_objective"), "{stdout}");
     assert!(stdout.contains("PRETEXT_PLUGIN_PATH"), "{stdout}");
-    for builtin in ["digits", "moons", "mlp", "identity", "autoencoder", "linear_probe", "reconstruction", "latent_plot"] {
+    for builtin in [
+        "digits",
+        "moons",
+        "mlp",
+        "identity",
+        "autoencoder",
+        "linear_probe",
+        "reconstruction",
+        "latent_plot",
+    ] {
         assert!(stdout.contains(builtin), "{builtin} missing:\n{stdout}");
     }
 }

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{SMALL_AUTOENCODER, library, pretext, repo_root, run_summary, text, write_spec};
+use crate::common::{
+    SMALL_AUTOENCODER, library, pretext, repo_root, run_summary, text, write_spec,
+};
 
 fn metric(summary: &serde_json::Value, key: &str) -> f64 {
     summary["metrics"][key].as_f64().unwrap_or_else(|| panic!("metric {key} missing in {summary}"))
@@ -39,7 +41,14 @@ fn main_job_meets_reference_figures() {
     assert!(listing.contains("FINISHED"), "{listing}");
     let show = pretext(run_root.path()).args(["runs", "show", &id[..8]]).output().unwrap();
     let (show, _) = text(&show);
-    for expected in ["status: FINISHED", "trainer.lr = 0.001", "pretext.plugin.encoder.sha256", "pretext.libtorch", "pretext.spec_hash", "linear_probe/accuracy"] {
+    for expected in [
+        "status: FINISHED",
+        "trainer.lr = 0.001",
+        "pretext.plugin.encoder.sha256",
+        "pretext.libtorch",
+        "pretext.spec_hash",
+        "linear_probe/accuracy",
+    ] {
         assert!(show.contains(expected), "`{expected}` missing in:\n{show}");
     }
 }
@@ -104,13 +113,22 @@ fn same_seed_gives_identical_metrics() {
 fn panicking_plugin_fails_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = tempfile::tempdir().unwrap();
-    std::fs::copy(library("libfixture_panicking_plugin.so"), plugins.path().join("libfixture_panicking_plugin.so")).unwrap();
+    std::fs::copy(
+        library("libfixture_panicking_plugin.so"),
+        plugins.path().join("libfixture_panicking_plugin.so"),
+    )
+    .unwrap();
     let spec = write_spec(
         dir.path(),
         "panics.toml",
         "[dataset]\nplugin = \"digits\"\n[encoder]\nplugin = \"mlp\"\n[objective]\nplugin = \"panicking_objective\"\npanic_at_step = 3\n[trainer]\nepochs = 1\n",
     );
-    let output = pretext(dir.path()).env("PRETEXT_PLUGIN_PATH", plugins.path()).arg("run").arg(&spec).output().unwrap();
+    let output = pretext(dir.path())
+        .env("PRETEXT_PLUGIN_PATH", plugins.path())
+        .arg("run")
+        .arg(&spec)
+        .output()
+        .unwrap();
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("objective `panicking_objective` panicked in `loss`"), "{stderr}");
@@ -126,19 +144,37 @@ fn panicking_plugin_fails_the_run() {
 fn failing_evaluator_fails_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = tempfile::tempdir().unwrap();
-    std::fs::copy(library("libfixture_panicking_plugin.so"), plugins.path().join("libfixture_panicking_plugin.so")).unwrap();
-    let spec = write_spec(dir.path(), "fails.toml", "[dataset]\nplugin = \"digits\"\n[encoder]\nplugin = \"identity\"\n[evaluate.failing_evaluator]\n");
-    let output = pretext(dir.path()).env("PRETEXT_PLUGIN_PATH", plugins.path()).arg("run").arg(&spec).output().unwrap();
+    std::fs::copy(
+        library("libfixture_panicking_plugin.so"),
+        plugins.path().join("libfixture_panicking_plugin.so"),
+    )
+    .unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "fails.toml",
+        "[dataset]\nplugin = \"digits\"\n[encoder]\nplugin = \"identity\"\n[evaluate.failing_evaluator]\n",
+    );
+    let output = pretext(dir.path())
+        .env("PRETEXT_PLUGIN_PATH", plugins.path())
+        .arg("run")
+        .arg(&spec)
+        .output()
+        .unwrap();
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("evaluator `failing_evaluator` failed in `evaluate`: deliberate failure in evaluate"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "evaluator `failing_evaluator` failed in `evaluate`: deliberate failure in evaluate"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn interrupt_marks_run_killed() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), "long.toml", SMALL_AUTOENCODER);
-    let mut child = pretext(dir.path())
+    let child = pretext(dir.path())
         .arg("run")
         .arg(&spec)
         .arg("trainer.epochs=100000")
@@ -165,7 +201,8 @@ fn interrupt_marks_run_killed() {
 fn moons_run_writes_latent_plot() {
     let run_root = tempfile::tempdir().unwrap();
     let spec = repo_root().join("experiments/moons-autoencoder.toml");
-    let output = pretext(run_root.path()).arg("run").arg(&spec).arg("trainer.epochs=5").output().unwrap();
+    let output =
+        pretext(run_root.path()).arg("run").arg(&spec).arg("trainer.epochs=5").output().unwrap();
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stderr}");
     let id = run_id(&stdout);
