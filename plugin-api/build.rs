@@ -7,7 +7,14 @@ fn main() {
     // torch-sys declares `links = "tch"` and publishes the directory it linked against.
     let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").unwrap_or_default();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    let version = libtorch_version(Path::new(&lib_dir)).unwrap_or_else(|| "unknown".to_owned());
+    // A plugin and the host must agree on this version, so a build that cannot tell it fails here
+    // rather than recording a placeholder that would match any other placeholder.
+    let version = libtorch_version(Path::new(&lib_dir)).unwrap_or_else(|| {
+        panic!(
+            "cannot read the libtorch version next to `{lib_dir}` (expected version.py or \
+             build-version one level up); run scripts/setup.sh"
+        )
+    });
     println!("cargo:rustc-env=PRETEXT_LIBTORCH_VERSION={version}");
     println!("cargo:rustc-env=PRETEXT_LIBTORCH_LIB={lib_dir}");
 }

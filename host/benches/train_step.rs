@@ -9,7 +9,8 @@
 //! cargo bench -p pretext --bench train_step
 //! ```
 //!
-//! `PRETEXT_BENCH_THREADS` sets the libtorch intra-op threads of all three (default 1).
+//! `PRETEXT_BENCH_THREADS` sets the libtorch intra-op threads of all three (default 1), and
+//! `PRETEXT_BENCH_REPETITIONS` the number of timed runs of each (default 3).
 //! `PRETEXT_PYTHON` names the Python that runs the reference; `.cargo/config.toml` sets it.
 
 use std::io::Read;
@@ -46,8 +47,9 @@ const PLUGIN_LIBRARIES: [&str; 4] =
 /// Epochs of every timed run: 20 epochs of 23 batches are 460 optimizer steps.
 const EPOCHS: u64 = 20;
 
-/// Timed runs of each implementation; the report shows their median.
-const REPETITIONS: usize = 3;
+/// Timed runs of each implementation unless `PRETEXT_BENCH_REPETITIONS` sets them; the report
+/// shows their median.
+const DEFAULT_REPETITIONS: usize = 3;
 
 /// libtorch intra-op threads unless `PRETEXT_BENCH_THREADS` sets them. One thread keeps the
 /// three implementations from competing with each other's leftover threads on a small machine.
@@ -102,11 +104,9 @@ impl Series {
     }
 }
 
-#[path = "/tmp/abl/ablation.rs"]
-mod ablation;
-
 fn main() -> anyhow::Result<()> {
-    let threads = bench_threads()?;
+    let threads = env_count("PRETEXT_BENCH_THREADS", DEFAULT_THREADS as usize)? as i32;
+    let repetitions = env_count("PRETEXT_BENCH_REPETITIONS", DEFAULT_REPETITIONS)?;
     tch::set_num_threads(threads);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent");
 
@@ -121,18 +121,15 @@ fn main() -> anyhow::Result<()> {
     let train_len = measure_pretext(&warm_up, &registry)?.1;
     measure_raw_tch(&pixels, train_len, &warm_up.trainer, experiment.seed)?;
 
-    if std::env::var_os("ABLATION").is_some() {
-        ablation::run(&pixels, train_len, &experiment, &registry);
-        return Ok(());
-    }
     let mut pretext = Series::new("pretext");
     let mut raw_tch = Series::new("raw tch");
     let mut pytorch = Series::new("PyTorch eager");
     if let Err(reason) = &python {
         pytorch.skipped = Some(reason.clone());
     }
-    for repetition in 1..=REPETITIONS {
-        eprintln!("repetition {repetition} of {REPETITIONS}");
+    let load_before = load_average();
+    for repetition in 1..=repetitions {
+        eprintln!("repetition {repetition} of {repetitions}");
         pretext.runs.push(measure_pretext(&experiment, &registry)?.0);
         raw_tch.runs.push(measure_raw_tch(
             &pixels,
@@ -148,22 +145,29 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    print_report(&experiment.trainer, train_len, threads, &[pretext, raw_tch, pytorch]);
+    let load = [load_before, load_average()];
+
+    print_report(&experiment.trainer, train_len, threads, load, &[pretext, raw_tch, pytorch]);
     Ok(())
 }
 
-/// Reads `PRETEXT_BENCH_THREADS`, or returns [`DEFAULT_THREADS`] when it is unset.
-fn bench_threads() -> anyhow::Result<i32> {
-    let Some(text) = std::env::var_os("PRETEXT_BENCH_THREADS") else {
-        return Ok(DEFAULT_THREADS);
+/// Reads a count of at least 1 from the environment variable `name`, or returns `default` when
+/// it is unset.
+fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
+    let Some(text) = std::env::var_os(name) else {
+        return Ok(default);
     };
     let text = text.to_string_lossy();
-    match text.trim().parse::<i32>() {
-        Ok(threads) if threads >= 1 => Ok(threads),
-        _ => bail!(
-            "PRETEXT_BENCH_THREADS=`{text}` is invalid, expected a thread count of at least 1"
-        ),
+    match text.trim().parse::<usize>() {
+        Ok(count) if (1..=i32::MAX as usize).contains(&count) => Ok(count),
+        _ => bail!("{name}=`{text}` is invalid, expected an integer of at least 1"),
     }
+}
+
+/// The one-minute load average from `/proc/loadavg`, or `None` where the file is missing.
+fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Loads the plugin libraries from `target/release`, the folder above this bench's executable
@@ -428,15 +432,27 @@ fn measure_pytorch(python: &Path, script: &Path, threads: i32) -> anyhow::Result
 //////////////////////////////////////////////////////////////////////////////////////////////////
 // Report
 
-fn print_report(config: &TrainerConfig, train_len: usize, threads: i32, series: &[Series]) {
+fn print_report(
+    config: &TrainerConfig,
+    train_len: usize,
+    threads: i32,
+    load: [Option<f64>; 2],
+    series: &[Series; 3],
+) {
+    let repetitions = series.iter().map(|item| item.runs.len()).max().unwrap_or(0);
     println!();
     println!(
         "digits autoencoder: {train_len} train samples, batch {}, {} epochs, {threads} libtorch \
-         thread(s), median of {REPETITIONS} interleaved runs",
+         thread(s), median of {repetitions} interleaved runs",
         config.batch_size, config.epochs
     );
+    if let [Some(before), Some(after)] = load {
+        println!("1-minute load average: {before:.2} before the timed runs, {after:.2} after");
+    }
+    println!();
+
     let run_columns: String =
-        (1..=REPETITIONS).map(|run| format!("{:>10}", format!("run {run}"))).collect();
+        (1..=repetitions).map(|run| format!("{:>10}", format!("run {run}"))).collect();
     println!("{:<15}{:>7}{run_columns}{:>10}", "steps/s", "steps", "median");
     for item in series {
         match (&item.skipped, item.median()) {
@@ -452,11 +468,21 @@ fn print_report(config: &TrainerConfig, train_len: usize, threads: i32, series: 
             }
         }
     }
+    let mut step_counts: Vec<u64> = series
+        .iter()
+        .filter(|item| item.skipped.is_none())
+        .flat_map(|item| item.runs.iter().map(|run| run.steps))
+        .collect();
+    step_counts.sort_unstable();
+    step_counts.dedup();
+    if step_counts.len() > 1 {
+        println!(
+            "NOTE: the runs took different numbers of steps, so their rates are not comparable"
+        );
+    }
     println!();
 
-    let [pretext, raw_tch, pytorch] = series else {
-        return;
-    };
+    let [pretext, raw_tch, pytorch] = series;
     print_ratio(pretext, raw_tch, RAW_TCH_GOAL);
     print_ratio(pretext, pytorch, PYTORCH_GOAL);
 }

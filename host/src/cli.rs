@@ -124,8 +124,13 @@ fn run_command(spec_path: &Path, overrides: &[String], run_root: &Path) -> ExitC
         Err(code) => return code,
     };
     let stop = Arc::new(AtomicBool::new(false));
+    // The first SIGINT or SIGTERM asks the run to stop and be recorded as KILLED; a second one,
+    // while the first is still being handled, exits at once.
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(error) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+        let installed =
+            signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+                .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)));
+        if let Err(error) = installed {
             tracing::warn!("cannot install the handler for signal {signal}: {error}");
         }
     }
@@ -186,6 +191,13 @@ fn validate_command(spec_path: &Path, overrides: &[String]) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
+    if pipeline.encoder_info.needs_fit {
+        let dataset = Arc::clone(&pipeline.dataset);
+        if let Err(error) = pipeline.encoder.fit(&dataset) {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    }
     match check_shapes(&mut pipeline) {
         Ok(()) => {
             println!("{}: valid; one batch ran through the pipeline", spec_path.display());
@@ -282,9 +294,16 @@ fn runs_command(command: Option<RunsCommand>, run_root: &Path) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+        Err(
+            error @ (pretext::store::StoreError::RunNotFound(_)
+            | pretext::store::StoreError::AmbiguousRun { .. }),
+        ) => {
             eprintln!("error: {error}");
             ExitCode::from(EXIT_INVALID)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_FAILED)
         }
     }
 }
@@ -391,8 +410,13 @@ fn embed(
     let checkpoint = row.dir.join("checkpoint.safetensors");
     if checkpoint.exists() {
         pretext::run::load_checkpoint(&pipeline, &checkpoint)?;
-    } else if row.status == "FINISHED" {
-        return Err(format!("run {} has no checkpoint at {}", row.id, checkpoint.display()));
+    } else if !pipeline.named_parameters().map_err(|error| error.to_string())?.is_empty() {
+        return Err(format!(
+            "run {} ({}) has no checkpoint at {}, so its trained weights are unknown",
+            row.id,
+            row.status,
+            checkpoint.display()
+        ));
     }
     let split = if split == "train" {
         pretext_plugin_api::Split::Train

@@ -170,32 +170,12 @@ pub fn execute(
     let mut store = Store::open(run_root)?;
     let (run_id, run_dir) = store.create_run(&experiment.name, &experiment.name)?;
     let started = Instant::now();
-    let resolved = resolved_toml(experiment);
-    let spec_path = run_dir.join("spec.toml");
-    std::fs::write(&spec_path, &resolved)
-        .map_err(|source| RunSetupError::Io { path: spec_path.clone(), source })?;
-    if let Err(error) = crate::logging::attach_run_log(&run_dir.join("run.log")) {
-        tracing::warn!("cannot open the run log in {}: {error}", run_dir.display());
+    let prepared = prepare_run(experiment, registry, &mut store, &run_id, &run_dir, device);
+    if let Err(error) = prepared {
+        let message = error.to_string();
+        let _ = store.finish_run(&run_id, RunStatus::Failed, Some(&message));
+        return Err(error);
     }
-    tracing::info!(run = %run_id, experiment = %experiment.name, device = %device_name(device), "run started");
-
-    let mut tags = vec![
-        ("pretext.version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
-        ("pretext.libtorch".to_owned(), libtorch_build().to_owned()),
-        ("pretext.device".to_owned(), device_name(device)),
-        ("pretext.spec_hash".to_owned(), spec_hash(&resolved)),
-        ("pretext.spec_path".to_owned(), experiment.spec_path.display().to_string()),
-    ];
-    tags.extend(git_tags(
-        experiment
-            .spec_path
-            .parent()
-            .filter(|dir| !dir.as_os_str().is_empty())
-            .unwrap_or(Path::new(".")),
-    ));
-    tags.extend(plugin_tags(experiment, registry));
-    store.log_params(&run_id, &flat_params(experiment))?;
-    store.set_tags(&run_id, &tags)?;
 
     let artifact_dir = run_dir.join("artifacts");
     let mut recorder = Recorder {
@@ -223,6 +203,45 @@ pub fn execute(
     write_summary(&run_dir, &run_id, status, &latest, train.as_ref());
     crate::logging::detach_run_log();
     Ok(RunOutcome { run_id, run_dir, status, error, metrics: latest, seconds, train })
+}
+
+/// Writes the resolved spec, opens the run log and records params and tags.
+fn prepare_run(
+    experiment: &Experiment,
+    registry: &Registry,
+    store: &mut Store,
+    run_id: &str,
+    run_dir: &Path,
+    device: tch::Device,
+) -> Result<(), RunSetupError> {
+    let resolved = resolved_toml(experiment);
+    let spec_path = run_dir.join("spec.toml");
+    std::fs::write(&spec_path, &resolved)
+        .map_err(|source| RunSetupError::Io { path: spec_path.clone(), source })?;
+    if let Err(error) = crate::logging::attach_run_log(&run_dir.join("run.log")) {
+        tracing::warn!("cannot open the run log in {}: {error}", run_dir.display());
+    }
+    tracing::info!(run = %run_id, experiment = %experiment.name, device = %device_name(device), "run started");
+
+    let mut tags = vec![
+        ("pretext.version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        ("pretext.libtorch".to_owned(), libtorch_build().to_owned()),
+        ("pretext.device".to_owned(), device_name(device)),
+        ("pretext.spec_hash".to_owned(), spec_hash(&resolved)),
+        ("pretext.spec_path".to_owned(), experiment.spec_path.display().to_string()),
+    ];
+    tags.extend(git_tags(
+        experiment
+            .spec_path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    ));
+    tags.extend(plugin_tags(experiment, registry));
+    store.log_params(run_id, &flat_params(experiment))?;
+    store.set_tags(run_id, &tags)?;
+
+    Ok(())
 }
 
 fn run_body(
@@ -253,10 +272,12 @@ fn run_body(
             timestamp: now_millis(),
         }]);
     }
+    // Saved before evaluating, so that a failing evaluator does not lose the trained weights.
+    save_checkpoint(&pipeline, &run_dir.join("checkpoint.safetensors"))?;
     let reports = run_evaluators(&mut pipeline).map_err(|error| error.to_string())?;
     recorder.record_reports(reports, summary.steps)?;
-    save_checkpoint(&pipeline, &run_dir.join("checkpoint.safetensors"))?;
-    Ok(summary)
+    let killed = stop.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(TrainSummary { killed, ..summary })
 }
 
 /// Writes every trainable tensor, by name, as safetensors.

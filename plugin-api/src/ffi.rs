@@ -4,9 +4,9 @@
 //! do not use these types directly: [`crate::export_plugins!`] wraps the safe traits of
 //! [`crate::plugin`] in them, and the host unwraps them in its single calling module.
 //!
-//! Evolution rules: fields are never added to the plain structs below, and trait methods are only
-//! added after the one marked `last_prefix_field`, with a default body that reports the method as
-//! not implemented, so that libraries built against an older minor version keep loading.
+//! Evolution rules: fields are never added to the plain structs below. Trait methods are only
+//! added after the one marked `last_prefix_field`, each with a default body that reports the method
+//! as not implemented. Libraries built against an older minor version then keep loading.
 
 // `sabi_trait` expands to impls inside generated constants, which this lint flags.
 #![allow(non_local_definitions)]
@@ -121,7 +121,7 @@ pub struct ParamSpec {
     pub max: ROption<f64>,
 }
 
-/// What a plugin says about itself.
+/// A plugin's name, kind, version, description and parameter schema.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
 pub struct PluginInfo {
@@ -181,7 +181,7 @@ pub struct FfiDevice {
     pub index: i64,
 }
 
-/// How a dataset's samples are to be read.
+/// Encoding of a dataset's samples.
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputKind {
@@ -191,7 +191,7 @@ pub enum InputKind {
     Tokens,
 }
 
-/// What a dataset says about its samples.
+/// Description of a dataset's samples and splits.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
 pub struct FfiDatasetInfo {
@@ -214,7 +214,7 @@ pub struct FfiBatch {
     pub labels: ROption<RawTensor>,
 }
 
-/// What an encoder says about its output.
+/// Description of an encoder's output.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
 pub struct FfiEncoderInfo {
@@ -255,7 +255,7 @@ pub struct FfiPhase {
     pub groups: RVec<RString>,
 }
 
-/// Where training stands when an objective computes a loss.
+/// Training position (step and epoch) passed to an objective's loss.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy)]
 pub struct FfiStepInfo {
@@ -329,7 +329,8 @@ pub trait FfiEncoder: Send {
     fn forward(&self, inputs: RawTensor, train: bool) -> FfiResult<FfiEncoderOutput>;
 }
 
-/// The encoder as an objective sees it: the host routes these calls to the encoder plugin.
+/// Handle through which an objective calls the encoder. The host routes these calls to the encoder
+/// plugin.
 #[sabi_trait]
 pub trait FfiEncoderHandle {
     fn output_dim(&self) -> i64;

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::ffi::{InputKind, Split};
 use crate::params::{Description, Params};
 
-/// What a dataset says about its samples.
+/// Description of a dataset's samples and splits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatasetInfo {
     /// Shape of one sample, such as `[64]` for vectors or `[1, 8, 8]` for images.
@@ -47,7 +47,7 @@ pub struct Batch {
     pub labels: Option<Tensor>,
 }
 
-/// What an encoder says about its output.
+/// Description of an encoder's output.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EncoderInfo {
     pub output_dim: i64,

@@ -247,7 +247,7 @@ fn load_library(path: &Path, source: PluginSource) -> Result<Vec<LoadedPlugin>, 
             "expected a pretext plugin library (an abi_stable root module named `{}`), found a \
              file that cannot be opened as one: {}",
             PluginLibraryRef::NAME,
-            first_line(&error.to_string())
+            first_lines(&error.to_string(), 4)
         )
     })?;
     let module = header.init_root_module::<PluginLibraryRef>().map_err(|error| {
@@ -337,10 +337,6 @@ fn check_libtorch_version(found: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn first_line(text: &str) -> String {
-    text.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or_default().to_owned()
 }
 
 fn first_lines(text: &str, count: usize) -> String {

@@ -84,6 +84,7 @@ pub fn train(
     let mut step = 0u64;
     let mut train_time = Duration::ZERO;
     let mut pending = Vec::new();
+    let mut checked_keys = std::collections::HashSet::new();
 
     for epoch in 0..config.epochs {
         let started = Instant::now();
@@ -142,6 +143,9 @@ pub fn train(
                         loss_count += 1;
                     }
                     if log_now {
+                        for (name, _) in &output.metrics {
+                            check_metric_name(&mut checked_keys, &phases, phase, name)?;
+                        }
                         let timestamp = now_millis();
                         pending.push(MetricPoint {
                             key: phase_key(&phases, phase, "loss"),
@@ -206,6 +210,24 @@ pub fn train(
         train_seconds: train_time.as_secs_f64(),
         killed: false,
     })
+}
+
+/// Checks an objective's metric key against the key rule, once per distinct key.
+fn check_metric_name(
+    checked: &mut std::collections::HashSet<String>,
+    phases: &[Phase],
+    phase: &Phase,
+    name: &str,
+) -> Result<(), TrainError> {
+    let key = phase_key(phases, phase, name);
+    if checked.contains(&key) {
+        return Ok(());
+    }
+    crate::spec::keys::check_key(&key).map_err(|message| {
+        TrainError::Invalid(format!("the objective returned an invalid metric key: {message}"))
+    })?;
+    checked.insert(key);
+    Ok(())
 }
 
 fn resolve_phase_groups(

@@ -97,8 +97,24 @@ impl Pipeline {
             return Ok(None);
         };
         let encoder_params = self.encoder.parameters()?;
+        let declared = objective.parameter_groups()?;
+        let claiming = declared.iter().filter(|group| group.includes_encoder).count();
+        if claiming > 1 {
+            return Err(PluginCallError {
+                plugin: objective.id.clone(),
+                method: "parameter_groups",
+                message: format!(
+                    "{claiming} parameter groups set `includes_encoder`; at most one may, because \
+                     the encoder's parameters must have a single optimizer"
+                ),
+                panicked: false,
+            });
+        }
+        if claiming == 0 && !encoder_params.is_empty() {
+            tracing::warn!(objective = %objective.id.name, "no parameter group includes the encoder, so the encoder stays frozen");
+        }
         let mut groups = Vec::new();
-        for ParamGroup { name, params, includes_encoder } in objective.parameter_groups()? {
+        for ParamGroup { name, params, includes_encoder } in declared {
             let mut tensors: Vec<Tensor> = Vec::new();
             if includes_encoder {
                 tensors.extend(encoder_params.iter().map(|(_, tensor)| tensor.shallow_clone()));
@@ -123,6 +139,24 @@ impl Pipeline {
                     named.push((format!("objective.{name}"), tensor));
                 }
             }
+        }
+        let mut names: Vec<&str> = named.iter().map(|(name, _)| name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            let owner = if pair[0].starts_with("encoder.") {
+                &self.encoder.id
+            } else {
+                &self.objective.as_ref().expect("objective names").id
+            };
+            return Err(PluginCallError {
+                plugin: owner.clone(),
+                method: "parameters",
+                message: format!(
+                    "two parameters are named `{}`; checkpoint names must be unique",
+                    pair[0]
+                ),
+                panicked: false,
+            });
         }
         Ok(named)
     }
