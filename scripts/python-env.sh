@@ -11,12 +11,14 @@ cache_dir=${PRETEXT_CACHE_DIR:-$HOME/.cache/pretext}
 venv="$cache_dir/venv-torch-$TORCH_VERSION"
 python=${PYTHON:-python3}
 
-# Pinned Python packages; torch must match the tch crate's expected libtorch.
+# Pinned Python packages; torch must match the tch crate's expected libtorch. mlflow provides the
+# tracking server that the MLflow tests start and the Python client that the tracking bench compares.
 packages=(
   "torch==$TORCH_VERSION"
   "numpy==2.3.5"
   "scikit-learn==1.7.2"
   "safetensors==0.6.2"
+  "mlflow==3.17.2"
 )
 
 mkdir -p "$cache_dir"
