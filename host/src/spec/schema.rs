@@ -26,6 +26,12 @@ pub fn trainer_schema() -> Vec<ParamSpec> {
         Param::bool("shuffle", true, "reshuffle the train split every epoch"),
         Param::bool("drop_last", false, "skip the last batch of an epoch when it is smaller"),
         Param::int("threads", 0, "libtorch CPU threads; 0 keeps libtorch's default").min(0.0),
+        Param::string(
+            "on_nan",
+            "fail",
+            "on a NaN or infinite loss: fail the run naming the step, or skip that batch",
+        )
+        .choices(&["fail", "skip_batch"]),
     ]
     .into_iter()
     .map(Param::into_spec)

@@ -70,6 +70,8 @@ pub struct TrainerConfig {
     pub drop_last: bool,
     /// libtorch intra-op threads; 0 keeps libtorch's default.
     pub threads: usize,
+    /// Skip a batch whose loss is not finite instead of failing the run.
+    pub skip_non_finite: bool,
 }
 
 /// The `[tracking]` table.
@@ -634,6 +636,7 @@ fn trainer_config(
         shuffle: bool_param(params, "shuffle"),
         drop_last: bool_param(params, "drop_last"),
         threads: int_param(params, "threads").max(0) as usize,
+        skip_non_finite: string_param(params, "on_nan") == "skip_batch",
     }
 }
 

@@ -85,6 +85,7 @@ pub fn train(
     let mut train_time = Duration::ZERO;
     let mut pending = Vec::new();
     let mut checked_keys = std::collections::HashSet::new();
+    let mut total_skipped = 0u64;
 
     for epoch in 0..config.epochs {
         let started = Instant::now();
@@ -92,6 +93,7 @@ pub fn train(
         let batches = loader::batches(&order, config.batch_size, config.drop_last);
         let mut loss_sum = 0.0;
         let mut loss_count = 0u64;
+        let mut skipped = 0u64;
         let dataset = std::sync::Arc::clone(&pipeline.dataset);
         let outcome = std::thread::scope(|scope| -> Result<bool, TrainError> {
             let (receiver, _handle) = loader::prefetch(scope, &dataset, batches);
@@ -120,12 +122,17 @@ pub fn train(
                         ))
                     })?;
                     if !value.is_finite() {
-                        return Err(TrainError::NonFiniteLoss {
-                            value,
-                            step,
-                            epoch,
-                            phase: phase.name.clone(),
-                        });
+                        if !config.skip_non_finite {
+                            return Err(TrainError::NonFiniteLoss {
+                                value,
+                                step,
+                                epoch,
+                                phase: phase.name.clone(),
+                            });
+                        }
+                        tracing::warn!(step, epoch, phase = %phase.name, loss = value, "skipping a batch with a non-finite loss");
+                        skipped += 1;
+                        break;
                     }
                     output.loss.f_backward()?;
                     if let Some(max_norm) = config.grad_clip {
@@ -195,6 +202,15 @@ pub fn train(
             step,
             timestamp: now_millis(),
         });
+        if config.skip_non_finite {
+            total_skipped += skipped;
+            pending.push(MetricPoint {
+                key: "train/skipped_batches".into(),
+                value: total_skipped as f64,
+                step,
+                timestamp: now_millis(),
+            });
+        }
         observer.metrics(std::mem::take(&mut pending));
         let is_last = epoch + 1 == config.epochs;
         if !is_last && config.eval_every > 0 && (epoch + 1) % config.eval_every == 0 {

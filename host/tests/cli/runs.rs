@@ -208,3 +208,57 @@ fn moons_run_writes_latent_plot() {
     let id = run_id(&stdout);
     assert!(run_root.path().join(&id).join("artifacts/latent_plot/latent.png").exists());
 }
+
+fn nan_spec(dir: &Path, on_nan: &str) -> std::path::PathBuf {
+    write_spec(
+        dir,
+        &format!("nan-{on_nan}.toml"),
+        &format!(
+            "[dataset]\nplugin = \"digits\"\n[encoder]\nplugin = \"mlp\"\n[objective]\nplugin = \"nan_objective\"\nnan_steps = [2, 5]\n[trainer]\nepochs = 1\non_nan = \"{on_nan}\"\n"
+        ),
+    )
+}
+
+#[test]
+fn nan_loss_fails_run_naming_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        library("libfixture_panicking_plugin.so"),
+        plugins.path().join("libfixture_panicking_plugin.so"),
+    )
+    .unwrap();
+    let output = pretext(dir.path())
+        .env("PRETEXT_PLUGIN_PATH", plugins.path())
+        .arg("run")
+        .arg(nan_spec(dir.path(), "fail"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("loss is NaN at step 2"), "{stderr}");
+    assert!(stdout.contains("FAILED"), "{stdout}");
+}
+
+#[test]
+fn nan_loss_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        library("libfixture_panicking_plugin.so"),
+        plugins.path().join("libfixture_panicking_plugin.so"),
+    )
+    .unwrap();
+    let output = pretext(dir.path())
+        .env("PRETEXT_PLUGIN_PATH", plugins.path())
+        .arg("run")
+        .arg(nan_spec(dir.path(), "skip_batch"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let id = run_id(&stdout);
+    let show = pretext(dir.path()).args(["runs", "show", &id]).output().unwrap();
+    let (show, _) = text(&show);
+    assert!(show.contains("train/skipped_batches = 2"), "{show}");
+}
