@@ -10,7 +10,7 @@ use pretext_plugin_api::{
 };
 
 use crate::samples::{Samples, SplitSamples};
-use crate::split::stratified_split;
+use crate::split::SplitOptions;
 
 /// The gzip-compressed CSV: one row per image, 64 pixel values in 0..=16, then the label.
 const DIGITS_CSV_GZ: &[u8] = include_bytes!("../data/digits.csv.gz");
@@ -31,7 +31,7 @@ pub struct Digits {
 
 impl DatasetPlugin for Digits {
     fn describe() -> Description {
-        Description::new(
+        let description = Description::new(
             "digits",
             env!("CARGO_PKG_VERSION"),
             "1797 handwritten digits as 8x8 images, pixels in [0, 1], 10 classes",
@@ -39,12 +39,8 @@ impl DatasetPlugin for Digits {
         .param(
             Param::string("shape", "flat", "sample shape: `flat` for [64], `image` for [1, 8, 8]")
                 .choices(&["flat", "image"]),
-        )
-        .param(
-            Param::float("test_fraction", 0.2, "share of each class put in the test split")
-                .range(0.0, 1.0),
-        )
-        .param(Param::int("split_seed", 0, "seed of the train/test split").min(0.0))
+        );
+        SplitOptions::declare(description)
     }
 
     fn create(params: &Params, _context: &BuildContext) -> Result<Self> {
@@ -53,18 +49,11 @@ impl DatasetPlugin for Digits {
             "image" => vec![1, 8, 8],
             other => bail!("shape must be `flat` or `image`, found `{other}`"),
         };
-        let test_fraction = params.float("test_fraction")?;
-        let split_seed = params.int("split_seed")? as u64;
+        let options = SplitOptions::from_params(params)?;
 
         let samples = load_digits()?;
-        let split = stratified_split(samples.labels(), test_fraction, split_seed)?;
         let class_names = (0..CLASSES).map(|label| label.to_string()).collect();
-        let data = SplitSamples {
-            sample_shape,
-            class_names,
-            train: samples.select(&split.train),
-            test: samples.select(&split.test),
-        };
+        let data = SplitSamples::split(&samples, sample_shape, class_names, &options)?;
         Ok(Self { data })
     }
 }
@@ -162,6 +151,7 @@ mod tests {
             ("shape".into(), ParamValue::Str(shape.into())),
             ("test_fraction".into(), ParamValue::Float(test_fraction)),
             ("split_seed".into(), ParamValue::Int(split_seed)),
+            ("holdout_classes".into(), ParamValue::IntList(Default::default())),
         ]);
         let context = BuildContext { device: Device::Cpu, seed: 0, dataset: None, encoder: None };
         Digits::create(&params, &context).unwrap()
@@ -299,6 +289,25 @@ mod tests {
             error.message(),
             "line 1, field 65: expected a label, an integer in 0..=9, found `10`"
         );
+    }
+
+    #[test]
+    fn digits_holdout_moves_class_to_test() {
+        let params = Params::new(vec![
+            ("shape".into(), ParamValue::Str("flat".into())),
+            ("test_fraction".into(), ParamValue::Float(0.2)),
+            ("split_seed".into(), ParamValue::Int(0)),
+            ("holdout_classes".into(), ParamValue::IntList(vec![3, 8].into())),
+        ]);
+        let context = BuildContext { device: Device::Cpu, seed: 0, dataset: None, encoder: None };
+
+        let digits = Digits::create(&params, &context).unwrap();
+
+        let train = class_counts(digits.data.train.labels());
+        let test = class_counts(digits.data.test.labels());
+        assert_eq!((train[3], train[8]), (0, 0));
+        assert_eq!((test[3], test[8]), (183, 174));
+        assert_eq!(digits.info().num_classes, Some(10));
     }
 
     #[test]

@@ -1,18 +1,33 @@
-//! Built-in datasets: the real 8x8 handwritten digits and the synthetic two moons.
+//! Built-in datasets: the real 8x8 handwritten digits and the tabular `breast_cancer` and `wine`,
+//! the synthetic `moons`, `blobs` and `swiss_roll`.
 //!
-//! Both keep every sample in memory as float32 and serve batches by index. The train/test split
+//! Each keeps every sample in memory as float32 and serves batches by index. The train/test split
 //! is stratified by label and reproducible from a seed (see [`split::stratified_split`]).
 #![forbid(unsafe_code)]
 
+pub mod blobs;
 pub mod digits;
 pub mod moons;
+pub mod random;
 pub mod samples;
 pub mod split;
+pub mod swiss_roll;
+pub mod tabular;
 
+pub use blobs::Blobs;
 pub use digits::Digits;
 pub use moons::Moons;
+pub use swiss_roll::SwissRoll;
+pub use tabular::{BreastCancer, Wine};
 
-pretext_plugin_api::export_plugins![dataset(Digits), dataset(Moons)];
+pretext_plugin_api::export_plugins![
+    dataset(Digits),
+    dataset(Moons),
+    dataset(Blobs),
+    dataset(SwissRoll),
+    dataset(BreastCancer),
+    dataset(Wine),
+];
 
 #[cfg(test)]
 mod tests {
@@ -22,7 +37,15 @@ mod tests {
 
     #[test]
     fn descriptions_have_valid_defaults() {
-        for description in [Digits::describe(), Moons::describe()] {
+        let descriptions = [
+            Digits::describe(),
+            Moons::describe(),
+            Blobs::describe(),
+            SwissRoll::describe(),
+            BreastCancer::describe(),
+            Wine::describe(),
+        ];
+        for description in descriptions {
             let info = description.into_info(PluginKind::Dataset);
             for spec in info.params.iter() {
                 let name = format!("{}.{}", info.name, spec.name);

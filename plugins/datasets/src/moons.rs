@@ -6,9 +6,10 @@ use pretext_plugin_api::{
     Batch, BuildContext, Dataset, DatasetInfo, DatasetPlugin, Description, Param, Params, Result,
     Split,
 };
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::random::standard_normal_pair;
 use crate::samples::{Samples, SplitSamples};
 use crate::split::stratified_split;
 
@@ -102,15 +103,6 @@ pub fn make_moons(n: usize, noise: f64, seed: u64) -> Samples {
         }
     }
     samples
-}
-
-/// Draws two independent standard normal values with the Box–Muller transform.
-fn standard_normal_pair(rng: &mut ChaCha8Rng) -> (f64, f64) {
-    // `random` lies in [0, 1), so `1 - random` lies in (0, 1] and its logarithm is finite.
-    let radius_draw = 1.0 - rng.random::<f64>();
-    let angle = 2.0 * PI * rng.random::<f64>();
-    let radius = (-2.0 * radius_draw.ln()).sqrt();
-    (radius * angle.cos(), radius * angle.sin())
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 use pretext_plugin_api::tch::Tensor;
 use pretext_plugin_api::{Batch, DatasetInfo, InputKind, Result, Split, bail};
 
+use crate::split::SplitOptions;
+
 /// Float32 samples stored row-major, with one int64 label per sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Samples {
@@ -83,6 +85,26 @@ pub struct SplitSamples {
 }
 
 impl SplitSamples {
+    /// Splits `samples` with `options` into a dataset of the given sample shape and class names.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the split fails (see [`SplitOptions::split`]).
+    pub fn split(
+        samples: &Samples,
+        sample_shape: Vec<i64>,
+        class_names: Vec<String>,
+        options: &SplitOptions,
+    ) -> Result<Self> {
+        let split = options.split(samples.labels())?;
+        Ok(Self {
+            sample_shape,
+            class_names,
+            train: samples.select(&split.train),
+            test: samples.select(&split.test),
+        })
+    }
+
     /// Describes the samples for the host.
     pub fn info(&self) -> DatasetInfo {
         DatasetInfo {
@@ -93,6 +115,43 @@ impl SplitSamples {
             class_names: self.class_names.clone(),
             train_len: self.train.len(),
             test_len: self.test.len(),
+        }
+    }
+
+    /// Z-scores every feature of both splits with the train split's mean and population standard
+    /// deviation, computed in float64. A constant feature keeps a divisor of 1, as in
+    /// scikit-learn's `StandardScaler`.
+    pub fn standardize(&mut self) {
+        let numel = self.train.numel;
+        let rows = self.train.len().max(1) as f64;
+        let mut mean = vec![0f64; numel];
+        for index in 0..self.train.len() {
+            for (sum, &value) in mean.iter_mut().zip(self.train.row(index)) {
+                *sum += value as f64;
+            }
+        }
+        mean.iter_mut().for_each(|sum| *sum /= rows);
+
+        let mut deviation = vec![0f64; numel];
+        for index in 0..self.train.len() {
+            for ((sum, &value), centre) in
+                deviation.iter_mut().zip(self.train.row(index)).zip(&mean)
+            {
+                *sum += (value as f64 - centre).powi(2);
+            }
+        }
+        for sum in &mut deviation {
+            *sum = (*sum / rows).sqrt();
+            if *sum == 0.0 {
+                *sum = 1.0;
+            }
+        }
+
+        for samples in [&mut self.train, &mut self.test] {
+            for (position, value) in samples.values.iter_mut().enumerate() {
+                let feature = position % numel;
+                *value = ((*value as f64 - mean[feature]) / deviation[feature]) as f32;
+            }
         }
     }
 
@@ -178,6 +237,34 @@ mod tests {
         let batch = three_samples().batch(Split::Train, &[]).unwrap();
 
         assert_eq!(batch.inputs.size(), [0, 2]);
+    }
+
+    #[test]
+    fn standardize_uses_train_statistics() {
+        let mut data = three_samples();
+        data.train.push(&[4.0, 3.0], 0);
+
+        data.standardize();
+
+        // Train feature 0 is (0, 2, 4): mean 2, population deviation sqrt(8 / 3).
+        let deviation = (8.0f64 / 3.0).sqrt();
+        let train_first: Vec<f32> = (0..3).map(|i| data.train.row(i)[0]).collect();
+        let expected: Vec<f32> = [-2.0, 0.0, 2.0].iter().map(|v| (v / deviation) as f32).collect();
+        assert_eq!(train_first, expected);
+        assert_eq!(data.test.row(0)[0], (2.0 / deviation) as f32);
+    }
+
+    #[test]
+    fn standardize_keeps_constant_feature_finite() {
+        let mut data = three_samples();
+        data.train = Samples::new(2);
+        data.train.push(&[1.0, 3.0], 0);
+        data.train.push(&[1.0, 5.0], 1);
+
+        data.standardize();
+
+        assert_eq!(data.train.row(0)[0], 0.0);
+        assert_eq!(data.test.row(0)[0], 3.0);
     }
 
     #[test]

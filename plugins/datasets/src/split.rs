@@ -1,8 +1,9 @@
-//! The stratified train/test split shared by the datasets.
+//! The stratified train/test split shared by the datasets, and the removal of held-out classes
+//! from the train split.
 
 use std::collections::BTreeMap;
 
-use pretext_plugin_api::{Result, bail, ensure};
+use pretext_plugin_api::{Description, Param, Params, Result, bail, ensure};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -12,6 +13,72 @@ use rand_chacha::ChaCha8Rng;
 pub struct SplitIndices {
     pub train: Vec<usize>,
     pub test: Vec<usize>,
+}
+
+/// How a dataset divides its samples: the share of each class in the test split, the seed, and
+/// the classes kept out of the train split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitOptions {
+    pub test_fraction: f64,
+    pub seed: u64,
+    pub holdout_classes: Vec<i64>,
+}
+
+impl SplitOptions {
+    /// Adds the `test_fraction`, `split_seed` and `holdout_classes` parameters to a schema.
+    pub fn declare(description: Description) -> Description {
+        description
+            .param(
+                Param::float("test_fraction", 0.2, "share of each class put in the test split")
+                    .range(0.0, 1.0),
+            )
+            .param(Param::int("split_seed", 0, "seed of the train/test split").min(0.0))
+            .param(Self::declare_holdout())
+    }
+
+    /// The `holdout_classes` parameter alone, for datasets whose seed parameter has another
+    /// name.
+    pub fn declare_holdout() -> Param {
+        Param::int_list(
+            "holdout_classes",
+            &[],
+            "labels removed from the train split and kept in the test split, for anomaly \
+             detection",
+        )
+    }
+
+    /// Reads the parameters that [`SplitOptions::declare`] adds.
+    ///
+    /// # Errors
+    ///
+    /// Fails when a parameter is missing from `params`.
+    pub fn from_params(params: &Params) -> Result<Self> {
+        Self::with_seed_param(params, "split_seed")
+    }
+
+    /// Reads `test_fraction`, `holdout_classes` and the seed from the parameter `seed_name`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when a parameter is missing from `params`.
+    pub fn with_seed_param(params: &Params, seed_name: &str) -> Result<Self> {
+        Ok(Self {
+            test_fraction: params.float("test_fraction")?,
+            seed: params.int(seed_name)? as u64,
+            holdout_classes: params.int_list("holdout_classes")?,
+        })
+    }
+
+    /// Splits the samples with these options: stratified, then with the held-out classes moved
+    /// to the test split.
+    ///
+    /// # Errors
+    ///
+    /// Fails as [`stratified_split`] and [`hold_out_classes`] do.
+    pub fn split(&self, labels: &[i64]) -> Result<SplitIndices> {
+        let split = stratified_split(labels, self.test_fraction, self.seed)?;
+        hold_out_classes(split, labels, &self.holdout_classes)
+    }
 }
 
 /// Splits sample indices into train and test, stratified by label.
@@ -56,6 +123,42 @@ pub fn stratified_split(labels: &[i64], test_fraction: f64, seed: u64) -> Result
             labels.len()
         );
     }
+    Ok(SplitIndices { train, test })
+}
+
+/// Moves every sample whose label is in `classes` out of the train split and into the test split,
+/// so that an anomaly evaluator can treat those classes as unseen.
+///
+/// Both splits stay sorted by original index. An empty `classes` leaves the split unchanged.
+///
+/// # Errors
+///
+/// Fails when a class in `classes` does not occur in `labels`, or when holding them out leaves
+/// the train split empty.
+pub fn hold_out_classes(
+    split: SplitIndices,
+    labels: &[i64],
+    classes: &[i64],
+) -> Result<SplitIndices> {
+    if classes.is_empty() {
+        return Ok(split);
+    }
+    for &class in classes {
+        ensure!(
+            labels.contains(&class),
+            "holdout_classes contains {class}, which is not a label of this dataset"
+        );
+    }
+
+    let (held, train): (Vec<usize>, Vec<usize>) =
+        split.train.into_iter().partition(|&index| classes.contains(&labels[index]));
+    ensure!(
+        !train.is_empty(),
+        "holdout_classes {classes:?} removes every train sample; keep at least one class"
+    );
+    let mut test = split.test;
+    test.extend(held);
+    test.sort_unstable();
     Ok(SplitIndices { train, test })
 }
 
@@ -122,6 +225,47 @@ mod tests {
             error.message(),
             "test_fraction 0.2 leaves the test split empty for 2 samples; \
              change test_fraction or use more samples"
+        );
+    }
+
+    #[test]
+    fn holdout_moves_classes_to_test() {
+        let labels: Vec<i64> = (0..40).map(|i| i % 4).collect();
+        let split = stratified_split(&labels, 0.25, 1).unwrap();
+        let test_before = split.test.len();
+
+        let held = hold_out_classes(split, &labels, &[1, 3]).unwrap();
+
+        assert!(held.train.iter().all(|&index| labels[index] % 2 == 0));
+        assert_eq!(count(&held.test, &labels, 1), 10);
+        assert_eq!(count(&held.test, &labels, 3), 10);
+        assert_eq!(held.test.len(), test_before + 2 * 7);
+        assert!(held.test.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+
+    #[test]
+    fn holdout_rejects_unknown_class() {
+        let labels = [0, 1, 0, 1, 0, 1];
+        let split = stratified_split(&labels, 0.5, 0).unwrap();
+
+        let error = hold_out_classes(split, &labels, &[7]).unwrap_err();
+
+        assert_eq!(
+            error.message(),
+            "holdout_classes contains 7, which is not a label of this dataset"
+        );
+    }
+
+    #[test]
+    fn holdout_rejects_every_class() {
+        let labels = [0, 1, 0, 1, 0, 1];
+        let split = stratified_split(&labels, 0.5, 0).unwrap();
+
+        let error = hold_out_classes(split, &labels, &[0, 1]).unwrap_err();
+
+        assert_eq!(
+            error.message(),
+            "holdout_classes [0, 1] removes every train sample; keep at least one class"
         );
     }
 }
