@@ -1,11 +1,13 @@
 //! The `mlp` encoder: a multilayer perceptron over flattened samples.
 
 use pretext_plugin_api::tch::Tensor;
-use pretext_plugin_api::tch::nn::{self, Init, LinearConfig, VarStore};
+use pretext_plugin_api::tch::nn::{self, VarStore};
 use pretext_plugin_api::{
     BuildContext, Description, Encoder, EncoderInfo, EncoderOutput, EncoderPlugin, Error,
     InputKind, Param, Params, Result, bail, ensure,
 };
+
+use crate::init::torch_linear_config;
 
 /// The names that the `activation` parameter accepts.
 const ACTIVATIONS: [&str; 5] = ["relu", "tanh", "gelu", "leaky_relu", "sigmoid"];
@@ -43,17 +45,6 @@ impl Activation {
         };
         Ok(ys)
     }
-}
-
-/// Builds a linear layer configuration that reproduces PyTorch's `nn.Linear` initialisation.
-///
-/// PyTorch draws weights with `kaiming_uniform_(a=sqrt(5))`, which is uniform on
-/// `[-1/sqrt(fan_in), 1/sqrt(fan_in)]`. The default of tch 0.24 uses the ReLU gain instead and
-/// draws from a range `sqrt(6)` times wider, so the weight range is set here. The bias default of
-/// tch is already PyTorch's, uniform on the same range.
-fn torch_linear_config(fan_in: i64) -> LinearConfig {
-    let bound = 1.0 / (fan_in as f64).sqrt();
-    LinearConfig { ws_init: Init::Uniform { lo: -bound, up: bound }, ..LinearConfig::default() }
 }
 
 /// A multilayer perceptron: `Linear(numel, h1) act [dropout] ... Linear(h_last, latent)`.
