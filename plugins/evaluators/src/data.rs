@@ -42,3 +42,43 @@ pub fn labels(context: &dyn EvalContext, split: Split, rows: i64) -> Result<Opti
     let labels = labels.f_to_device(Device::Cpu)?.f_to_kind(Kind::Int64)?;
     Ok(Some(Vec::<i64>::try_from(&labels)?))
 }
+
+/// Embeddings and labels of both splits, checked to be non-empty and of equal width.
+#[derive(Debug)]
+pub struct LabelledSplits {
+    /// `[N_train, D]` float64 on the CPU.
+    pub train: Tensor,
+    pub train_labels: Vec<i64>,
+    /// `[N_test, D]` float64 on the CPU.
+    pub test: Tensor,
+    pub test_labels: Vec<i64>,
+}
+
+/// Reads the embeddings and labels of both splits for the evaluator `evaluator`, which names
+/// it in messages.
+///
+/// # Errors
+///
+/// Fails as [`embeddings`] and [`labels`] do, and when the dataset has no labels, a split is
+/// empty or the splits' widths differ.
+pub fn labelled_splits(context: &dyn EvalContext, evaluator: &str) -> Result<LabelledSplits> {
+    let train = embeddings(context, Split::Train)?;
+    let test = embeddings(context, Split::Test)?;
+    let no_labels = || {
+        pretext_plugin_api::Error::msg(format!(
+            "the dataset has no labels; {evaluator} needs class labels"
+        ))
+    };
+    let train_labels = labels(context, Split::Train, train.size()[0])?.ok_or_else(no_labels)?;
+    let test_labels = labels(context, Split::Test, test.size()[0])?.ok_or_else(no_labels)?;
+    for (name, len) in [("train", train_labels.len()), ("test", test_labels.len())] {
+        ensure!(len > 0, "the {name} split is empty; {evaluator} needs samples in both splits");
+    }
+    ensure!(
+        train.size()[1] == test.size()[1],
+        "train embeddings have {} columns but test embeddings have {}",
+        train.size()[1],
+        test.size()[1]
+    );
+    Ok(LabelledSplits { train, train_labels, test, test_labels })
+}

@@ -7,21 +7,30 @@
 //! squared errors in float64.
 #![forbid(unsafe_code)]
 
+pub mod cluster_metrics;
+pub mod clustering;
 pub mod data;
+pub mod kmeans;
+pub mod knn;
 pub mod latent_plot;
 pub mod lbfgs;
 pub mod logistic;
 pub mod metrics;
+pub mod neighbours;
 pub mod plot;
 pub mod probe;
 pub mod projection;
 pub mod reconstruction;
 
 #[cfg(test)]
+mod cluster_reference_tests;
+#[cfg(test)]
 mod reference_tests;
 #[cfg(test)]
 mod testing;
 
+pub use kmeans::KMeans;
+pub use knn::Knn;
 pub use latent_plot::LatentPlot;
 pub use probe::LinearProbe;
 pub use reconstruction::Reconstruction;
@@ -30,6 +39,8 @@ pretext_plugin_api::export_plugins![
     evaluator(LinearProbe),
     evaluator(Reconstruction),
     evaluator(LatentPlot),
+    evaluator(Knn),
+    evaluator(KMeans),
 ];
 
 #[cfg(test)]
@@ -40,8 +51,13 @@ mod tests {
 
     #[test]
     fn descriptions_have_valid_defaults() {
-        let descriptions =
-            [LinearProbe::describe(), Reconstruction::describe(), LatentPlot::describe()];
+        let descriptions = [
+            LinearProbe::describe(),
+            Reconstruction::describe(),
+            LatentPlot::describe(),
+            Knn::describe(),
+            KMeans::describe(),
+        ];
         for description in descriptions {
             let info = description.into_info(PluginKind::Evaluator);
             for spec in info.params.iter() {

@@ -23,24 +23,24 @@ const TOLERANCE: f64 = 0.01;
 const METRICS: [&str; 4] = ["accuracy", "precision_macro", "recall_macro", "f1_macro"];
 
 /// A labelled train/test split as rows of float64 values.
-struct Problem {
-    train: Vec<Vec<f64>>,
-    train_labels: Vec<i64>,
-    test: Vec<Vec<f64>>,
-    test_labels: Vec<i64>,
+pub(crate) struct Problem {
+    pub(crate) train: Vec<Vec<f64>>,
+    pub(crate) train_labels: Vec<i64>,
+    pub(crate) test: Vec<Vec<f64>>,
+    pub(crate) test_labels: Vec<i64>,
 }
 
 impl Problem {
-    fn context(&self) -> FakeContext {
+    pub(crate) fn context(&self) -> FakeContext {
         FakeContext::labelled(&self.train, &self.train_labels, &self.test, &self.test_labels)
     }
 }
 
-fn reference_python() -> Option<PathBuf> {
+pub(crate) fn reference_python() -> Option<PathBuf> {
     std::env::var_os("PRETEXT_PYTHON").filter(|value| !value.is_empty()).map(PathBuf::from)
 }
 
-fn repository_root() -> PathBuf {
+pub(crate) fn repository_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
@@ -94,7 +94,7 @@ fn compare_with_sklearn(name: &str, problem: &Problem) {
 }
 
 /// Reads the digits (pixels / 16) and puts every fifth sample of each class in the test split.
-fn digits_problem() -> Problem {
+pub(crate) fn digits_problem() -> Problem {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/data/digits.csv.gz");
     let mut text = String::new();
     let file = std::fs::File::open(&path).unwrap();
@@ -139,7 +139,13 @@ impl SplitMix64 {
 
 /// Overlapping Gaussian blobs: unit-variance points around `classes` centres drawn with standard
 /// deviation `spread`. A quarter of each class goes to the test split.
-fn blobs_problem(classes: i64, dim: usize, per_class: usize, spread: f64, seed: u64) -> Problem {
+pub(crate) fn blobs_problem(
+    classes: i64,
+    dim: usize,
+    per_class: usize,
+    spread: f64,
+    seed: u64,
+) -> Problem {
     let mut rng = SplitMix64(seed);
     let centres: Vec<Vec<f64>> =
         (0..classes).map(|_| (0..dim).map(|_| spread * rng.next_normal()).collect()).collect();
