@@ -73,27 +73,7 @@ pub struct Autoencoder {
 impl ObjectivePlugin for Autoencoder {
     fn describe() -> Description {
         let summary = "reconstructs inputs through a decoder";
-        Description::new("autoencoder", env!("CARGO_PKG_VERSION"), summary)
-            .param(
-                Param::int_list(
-                    "decoder_hidden",
-                    &[],
-                    "decoder hidden widths, code side first (empty: the encoder's, reversed)",
-                )
-                .min(1.0),
-            )
-            .param(
-                Param::string("loss", "mse", "reconstruction loss; bce expects inputs in [0, 1]")
-                    .choices(&LOSSES),
-            )
-            .param(
-                Param::string(
-                    "output_activation",
-                    "none",
-                    "applied to decoder output for mse and reconstructions (bce uses logits)",
-                )
-                .choices(&OUTPUT_ACTIVATIONS),
-            )
+        reconstruction_params(Description::new("autoencoder", env!("CARGO_PKG_VERSION"), summary))
     }
 
     fn create(params: &Params, context: &BuildContext) -> Result<Self> {
@@ -125,6 +105,31 @@ impl ObjectivePlugin for Autoencoder {
     }
 }
 
+/// Adds the decoder and reconstruction-loss parameters that every reconstructing objective shares.
+pub(crate) fn reconstruction_params(description: Description) -> Description {
+    description
+        .param(
+            Param::int_list(
+                "decoder_hidden",
+                &[],
+                "decoder hidden widths, code side first (empty: the encoder's, reversed)",
+            )
+            .min(1.0),
+        )
+        .param(
+            Param::string("loss", "mse", "reconstruction loss; bce expects inputs in [0, 1]")
+                .choices(&LOSSES),
+        )
+        .param(
+            Param::string(
+                "output_activation",
+                "none",
+                "applied to decoder output for mse and reconstructions (bce uses logits)",
+            )
+            .choices(&OUTPUT_ACTIVATIONS),
+        )
+}
+
 /// Reads the number of values per sample from the dataset's description.
 fn flat_input_dim(context: &BuildContext) -> Result<i64> {
     let dataset = context.dataset.as_ref().ok_or_else(|| {
@@ -145,7 +150,7 @@ fn flat_input_dim(context: &BuildContext) -> Result<i64> {
 
 impl Autoencoder {
     /// Encodes `inputs` as the dataset shapes them and decodes the codes to flat logits.
-    fn decode_logits(
+    pub(crate) fn decode_logits(
         &self,
         inputs: &Tensor,
         encoder: &dyn EncoderHandle,
@@ -156,7 +161,7 @@ impl Autoencoder {
     }
 
     /// Checks that `inputs` is `[batch, ...]` with the dataset's number of values per sample.
-    fn check_sample_size(&self, inputs: &Tensor) -> Result<()> {
+    pub(crate) fn check_sample_size(&self, inputs: &Tensor) -> Result<()> {
         let size = inputs.size();
         let sample_numel: i64 = size.iter().skip(1).product();
         ensure!(
@@ -167,7 +172,8 @@ impl Autoencoder {
         Ok(())
     }
 
-    fn reconstruction_loss(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+    /// Computes the configured loss between decoder `logits` and the flat `target`.
+    pub(crate) fn reconstruction_loss(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
         let loss = match self.loss {
             ReconstructionLoss::Mse => {
                 self.output_activation.apply(logits)?.f_mse_loss(target, Reduction::Mean)?

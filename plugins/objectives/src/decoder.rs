@@ -28,10 +28,16 @@ pub struct Decoder {
 impl Decoder {
     /// Builds a decoder with layer widths `latent`, `hidden...`, `output` on `device`.
     pub fn new(device: Device, latent: i64, hidden: &[i64], output: i64) -> Self {
+        Self::named(device, "decoder", latent, hidden, output)
+    }
+
+    /// Builds the same ReLU network with its parameters under `name` instead of `decoder`, for
+    /// the other modules that objectives own (projection heads, prediction heads, generators).
+    pub fn named(device: Device, name: &str, latent: i64, hidden: &[i64], output: i64) -> Self {
         let vs = VarStore::new(device);
         let widths: Vec<i64> =
             std::iter::once(latent).chain(hidden.iter().copied()).chain([output]).collect();
-        let root = vs.root() / "decoder";
+        let root = vs.root() / name;
         let layers = widths
             .windows(2)
             .enumerate()
@@ -59,6 +65,11 @@ impl Decoder {
             .collect()
     }
 
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
     /// Trainable tensors by name, sorted by name so that optimizers see a stable order.
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
         let mut named: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
@@ -71,7 +82,7 @@ impl Decoder {
         let size = codes.size();
         ensure!(
             size.len() == 2 && size[1] == self.latent,
-            "encoder features of shape {size:?} are invalid, expected [batch, {}]",
+            "network input of shape {size:?} is invalid, expected [batch, {}]",
             self.latent
         );
 
