@@ -7,6 +7,7 @@
 //! squared errors in float64.
 #![forbid(unsafe_code)]
 
+pub mod anomaly;
 pub mod cluster_metrics;
 pub mod clustering;
 pub mod data;
@@ -20,6 +21,7 @@ pub mod neighbours;
 pub mod plot;
 pub mod probe;
 pub mod projection;
+pub mod ranking;
 pub mod reconstruction;
 
 #[cfg(test)]
@@ -29,6 +31,7 @@ mod reference_tests;
 #[cfg(test)]
 mod testing;
 
+pub use anomaly::Anomaly;
 pub use kmeans::KMeans;
 pub use knn::Knn;
 pub use latent_plot::LatentPlot;
@@ -41,6 +44,7 @@ pretext_plugin_api::export_plugins![
     evaluator(LatentPlot),
     evaluator(Knn),
     evaluator(KMeans),
+    evaluator(Anomaly),
 ];
 
 #[cfg(test)]
@@ -57,6 +61,7 @@ mod tests {
             LatentPlot::describe(),
             Knn::describe(),
             KMeans::describe(),
+            Anomaly::describe(),
         ];
         for description in descriptions {
             let info = description.into_info(PluginKind::Evaluator);
