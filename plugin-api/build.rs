@@ -17,6 +17,9 @@ fn main() {
     });
     println!("cargo:rustc-env=PRETEXT_LIBTORCH_VERSION={version}");
     println!("cargo:rustc-env=PRETEXT_LIBTORCH_LIB={lib_dir}");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let cxx11_abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
+    println!("cargo:rustc-env=PRETEXT_LIBTORCH_CXX11_ABI={cxx11_abi}");
 }
 
 /// Reads the version from a PyTorch wheel (`torch/version.py`) or a libtorch archive

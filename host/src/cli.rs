@@ -69,12 +69,43 @@ enum Command {
         #[command(subcommand)]
         command: Option<RunsCommand>,
     },
+    /// Send runs to an MLflow server: what their spool still holds, or, for runs recorded only
+    /// locally, everything. A run already delivered to that server is not sent again.
+    Sync {
+        /// Run ids (or unique prefixes); all ended runs when none is given.
+        runs: Vec<String>,
+        /// MLflow server for runs without a spool (default MLFLOW_TRACKING_URI, then the run's
+        /// `tracking.uri`). A spooled run goes to the server it was recorded for.
+        #[arg(long)]
+        uri: Option<String>,
+        /// MLflow experiment for runs without a spool (default the run's `tracking.experiment`,
+        /// then MLFLOW_EXPERIMENT_NAME, then the run's experiment name).
+        #[arg(long)]
+        experiment: Option<String>,
+        /// Seconds one request may keep failing before the run is left for a later sync.
+        #[arg(long, default_value_t = 60.0)]
+        retry_seconds: f64,
+    },
 }
 
 #[derive(Subcommand)]
 enum PluginsCommand {
     /// Show a plugin's description and parameter schema.
     Show { name: String },
+    /// Write a new out-of-tree plugin crate that builds against plugin-api.
+    New {
+        /// Plugin name, as specs will write it (lowercase, digits and `_`).
+        name: String,
+        /// Plugin kind.
+        #[arg(long, value_parser = ["dataset", "encoder", "objective", "evaluator"])]
+        kind: String,
+        /// Folder to create (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// `pretext-plugin-api` dependency as a TOML value, such as `{ path = "../plugin-api" }`.
+        #[arg(long)]
+        api_dependency: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +129,15 @@ pub fn main() -> ExitCode {
         Command::Validate { spec, overrides } => validate_command(&spec, &overrides),
         Command::Plugins { command } => plugins_command(command),
         Command::Runs { command } => runs_command(command, &cli.run_root),
+        Command::Sync { runs, uri, experiment, retry_seconds } => {
+            let options = pretext::tracking::sync::SyncOptions {
+                uri,
+                experiment,
+                retry_budget: std::time::Duration::from_secs_f64(retry_seconds.max(0.0)),
+                request_timeout: std::time::Duration::from_secs(30),
+            };
+            sync_command(&cli.run_root, &runs, &options)
+        }
         Command::Embed { run, split, out, labels_out } => {
             embed_command(&cli.run_root, &run, &split, &out, labels_out.as_deref())
         }
@@ -143,7 +183,10 @@ fn run_command(spec_path: &Path, overrides: &[String], run_root: &Path) -> ExitC
                 ExitCode::from(EXIT_FAILED)
             }
         }
-        Err(pretext::run::RunSetupError::Device(message)) => {
+        Err(
+            pretext::run::RunSetupError::Device(message)
+            | pretext::run::RunSetupError::Tracking(message),
+        ) => {
             eprintln!("error: {message}");
             ExitCode::from(EXIT_INVALID)
         }
@@ -163,6 +206,9 @@ fn print_summary(outcome: &RunOutcome) {
     if let Some(error) = &outcome.error {
         eprintln!("error: {error}");
     }
+    if let Some(report) = &outcome.tracking {
+        print_delivery(&outcome.run_id, report);
+    }
     if !outcome.metrics.is_empty() {
         let width = outcome.metrics.iter().map(|(key, _)| key.len()).max().unwrap_or(6).max(6);
         println!("\n{:<width$}  value", "metric");
@@ -170,6 +216,95 @@ fn print_summary(outcome: &RunOutcome) {
             println!("{key:<width$}  {value:.4}");
         }
     }
+}
+
+fn print_delivery(run_id: &str, report: &pretext::tracking::WriterReport) {
+    if let Some(remote) = &report.remote_run_id {
+        println!("  mlflow: run {remote} on {}", report.uri);
+    }
+    for error in &report.errors {
+        eprintln!("error: {error}");
+    }
+    if !report.complete {
+        eprintln!(
+            "warning: {} records not delivered to MLflow yet; they wait in {}; send them with \
+             `pretext sync {run_id}`",
+            report.pending,
+            report.spool_dir.display()
+        );
+    }
+}
+
+fn sync_command(
+    run_root: &Path,
+    runs: &[String],
+    options: &pretext::tracking::sync::SyncOptions,
+) -> ExitCode {
+    use pretext::tracking::sync::{SyncOutcome, mark_stale_runs, sync_run};
+    let store = match Store::open(run_root) {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match mark_stale_runs(&store) {
+        Ok(lines) => lines.iter().for_each(|line| println!("{line}")),
+        Err(error) => eprintln!("warning: cannot check for stale runs: {error}"),
+    }
+    let selected = if runs.is_empty() {
+        store.list_runs().map(|mut all| {
+            all.reverse();
+            all
+        })
+    } else {
+        runs.iter().map(|prefix| store.find_run(prefix)).collect()
+    };
+    let selected = match selected {
+        Ok(selected) => selected,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let mut failed = false;
+    for run in &selected {
+        match sync_run(&store, run, options) {
+            Ok(SyncOutcome::AlreadySynced { uri, remote_run_id }) => {
+                println!("{}: already on {uri} as run {remote_run_id}; nothing sent", run.id);
+            }
+            Ok(SyncOutcome::Skipped(reason)) => {
+                failed |= !runs.is_empty();
+                println!("{}: skipped: {reason}", run.id);
+            }
+            Ok(SyncOutcome::Sent(report)) => {
+                let remote = report.remote_run_id.as_deref().unwrap_or("-");
+                println!(
+                    "{}: {} requests sent to {} (run {remote}){}",
+                    run.id,
+                    report.sent,
+                    report.uri,
+                    if report.complete { "; complete" } else { "" }
+                );
+                for error in &report.errors {
+                    eprintln!("error: {error}");
+                }
+                if !report.complete {
+                    failed = true;
+                    eprintln!(
+                        "warning: {} records still wait in {}",
+                        report.pending,
+                        report.spool_dir.display()
+                    );
+                }
+            }
+            Err(error) => {
+                failed = true;
+                eprintln!("error: {}: {error}", run.id);
+            }
+        }
+    }
+    if failed { ExitCode::from(EXIT_FAILED) } else { ExitCode::SUCCESS }
 }
 
 fn validate_command(spec_path: &Path, overrides: &[String]) -> ExitCode {
@@ -229,6 +364,9 @@ fn plugins_command(command: Option<PluginsCommand>) -> ExitCode {
                 eprintln!("warning: skipped {}: {}", warning.path.display(), warning.message);
             }
             ExitCode::SUCCESS
+        }
+        Some(PluginsCommand::New { name, kind, dir, api_dependency }) => {
+            new_plugin(&name, &kind, dir, api_dependency)
         }
         Some(PluginsCommand::Show { name }) => {
             let found = registry.find_any(&name);
@@ -436,4 +574,34 @@ fn embed(
     }
     let size = embeddings.size();
     Ok((size[0], size.get(1).copied().unwrap_or(1)))
+}
+
+fn new_plugin(
+    name: &str,
+    kind: &str,
+    dir: Option<PathBuf>,
+    api_dependency: Option<String>,
+) -> ExitCode {
+    use pretext_plugin_api::PluginKind;
+    let kind = match kind {
+        "dataset" => PluginKind::Dataset,
+        "encoder" => PluginKind::Encoder,
+        "objective" => PluginKind::Objective,
+        _ => PluginKind::Evaluator,
+    };
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let api = api_dependency.unwrap_or_else(pretext::template::default_api_dependency);
+    match pretext::template::write_plugin_crate(&dir, name, kind, &api) {
+        Ok(files) => {
+            for file in files {
+                println!("wrote {}", file.display());
+            }
+            println!("build it with `cargo build --release` in {}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
 }

@@ -9,4 +9,6 @@ pub mod plugins;
 pub mod run;
 pub mod spec;
 pub mod store;
+pub mod template;
+pub mod tracking;
 pub mod train;

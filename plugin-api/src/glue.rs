@@ -331,6 +331,12 @@ pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The libtorch version this crate was compiled against.
 pub const LIBTORCH_VERSION: &str = env!("PRETEXT_LIBTORCH_VERSION");
 
+/// The libtorch `lib` folder this crate was linked against.
+pub const LIBTORCH_LIB_DIR: &str = env!("PRETEXT_LIBTORCH_LIB");
+
+/// The `_GLIBCXX_USE_CXX11_ABI` value (`0` or `1`) libtorch was compiled with.
+pub const LIBTORCH_CXX11_ABI: &str = env!("PRETEXT_LIBTORCH_CXX11_ABI");
+
 /// Builds the root module of a library whose entries come from `plugins`.
 pub fn library(plugins: extern "C" fn() -> FfiResult<RVec<FfiPluginEntry>>) -> PluginLibraryRef {
     use abi_stable::prefix_type::PrefixTypeTrait;

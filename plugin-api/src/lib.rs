@@ -26,7 +26,7 @@ pub use tch;
 
 pub use error::{Error, Result};
 pub use ffi::{InputKind, ParamType, ParamValue, PluginKind, Split};
-pub use glue::{API_VERSION, LIBTORCH_VERSION};
+pub use glue::{API_VERSION, LIBTORCH_CXX11_ABI, LIBTORCH_LIB_DIR, LIBTORCH_VERSION};
 pub use params::{Description, Param, Params};
 pub use plugin::*;
 

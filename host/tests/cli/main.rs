@@ -3,5 +3,8 @@
 mod autograd;
 mod common;
 mod loading;
+mod mlflow_server;
 mod runs;
 mod specs;
+mod tracking;
+mod templates;
