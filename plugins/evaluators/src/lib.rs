@@ -8,11 +8,13 @@
 #![forbid(unsafe_code)]
 
 pub mod anomaly;
+pub mod charts;
 pub mod cluster_metrics;
 pub mod clustering;
 pub mod data;
 pub mod kmeans;
 pub mod knn;
+pub mod label_efficiency;
 pub mod latent_plot;
 pub mod lbfgs;
 pub mod logistic;

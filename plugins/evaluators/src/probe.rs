@@ -1,20 +1,27 @@
 //! The `linear_probe` evaluator: a logistic-regression classifier fitted on frozen train-split
-//! embeddings and scored on the test split.
+//! embeddings and scored on the test split, with its confusion matrix, and the same probe fitted
+//! on stratified fractions of the train labels (label efficiency).
 
 use pretext_plugin_api::tch::{Kind, Tensor};
 use pretext_plugin_api::{
-    BuildContext, Description, EvalContext, EvalReport, Evaluator, EvaluatorPlugin, Param, Params,
-    Result, Split, ensure,
+    Artifact, BuildContext, Description, EvalContext, EvalReport, Evaluator, EvaluatorPlugin,
+    Param, Params, Result, Split, ensure,
 };
 
+use crate::charts::{confusion_matrix_png, label_efficiency_png};
 use crate::data;
+use crate::label_efficiency::{fraction_metric_name, stratified_subset};
 use crate::logistic::{FitOptions, LogisticRegression};
 use crate::metrics::classification_scores;
+use crate::plot::text_available;
 
 /// Scores embeddings by how well a linear classifier separates their classes.
 pub struct LinearProbe {
     options: FitOptions,
     standardize: bool,
+    /// Shares of the train labels to refit the probe on, each in (0, 1].
+    label_fractions: Vec<f64>,
+    plots: bool,
 }
 
 impl EvaluatorPlugin for LinearProbe {
@@ -34,6 +41,20 @@ impl EvaluatorPlugin for LinearProbe {
             false,
             "z-score each feature with the train split's mean and standard deviation before fitting",
         ))
+        .param(
+            Param::float_list(
+                "label_fractions",
+                &[0.01, 0.1, 1.0],
+                "shares of the train labels (stratified, at least one per class) to refit the \
+                 probe on; each gives a metric such as accuracy_at_1pct",
+            )
+            .range(0.0, 1.0),
+        )
+        .param(Param::bool(
+            "plots",
+            true,
+            "write confusion_matrix.png and, with label_fractions, label_efficiency.png",
+        ))
     }
 
     fn create(params: &Params, _context: &BuildContext) -> Result<Self> {
@@ -43,8 +64,21 @@ impl EvaluatorPlugin for LinearProbe {
         ensure!(c > 0.0 && c.is_finite(), "c must be a positive number, found {c}");
         ensure!(max_iter >= 1, "max_iter must be at least 1, found {max_iter}");
 
+        let label_fractions = params.float_list("label_fractions")?;
+        for &fraction in &label_fractions {
+            ensure!(
+                fraction > 0.0 && fraction <= 1.0,
+                "label_fractions must lie in (0, 1], found {fraction}"
+            );
+        }
+
         let options = FitOptions { c, max_iter: max_iter as usize };
-        Ok(Self { options, standardize: params.bool("standardize")? })
+        Ok(Self {
+            options,
+            standardize: params.bool("standardize")?,
+            label_fractions,
+            plots: params.bool("plots")?,
+        })
     }
 }
 
@@ -84,8 +118,80 @@ impl Evaluator for LinearProbe {
         let (model, _summary) = LogisticRegression::fit(&train, &train_labels, &self.options)?;
         let predicted = model.predict(&test)?;
         let scores = classification_scores(&test_labels, &predicted)?;
-        Ok(EvalReport { metrics: scores.to_metrics(), artifacts: Vec::new() })
+        let mut metrics = scores.to_metrics();
+
+        let mut curve = Vec::new();
+        for &fraction in &self.label_fractions {
+            let accuracy = if fraction == 1.0 {
+                scores.accuracy
+            } else {
+                let subset = stratified_subset(&train_labels, fraction, context.seed());
+                self.subset_accuracy(&train, &train_labels, &subset, &test, &test_labels)?
+            };
+            metrics.push((fraction_metric_name(fraction), accuracy));
+            curve.push((fraction, accuracy));
+        }
+
+        let mut artifacts = Vec::new();
+        if self.plots {
+            let text = text_available();
+            let (counts, names) = confusion_counts(&test_labels, &predicted, context);
+            let bytes = confusion_matrix_png(&counts, &names, text)?;
+            artifacts.push(Artifact { path: "confusion_matrix.png".to_owned(), bytes });
+            if !curve.is_empty() {
+                let bytes = label_efficiency_png(&curve, text)?;
+                artifacts.push(Artifact { path: "label_efficiency.png".to_owned(), bytes });
+            }
+        }
+        Ok(EvalReport { metrics, artifacts })
     }
+}
+
+impl LinearProbe {
+    /// Fits the probe on the train rows at `subset` and returns its test accuracy.
+    fn subset_accuracy(
+        &self,
+        train: &Tensor,
+        train_labels: &[i64],
+        subset: &[usize],
+        test: &Tensor,
+        test_labels: &[i64],
+    ) -> Result<f64> {
+        let rows: Vec<i64> = subset.iter().map(|&index| index as i64).collect();
+        let features = train.f_index_select(0, &Tensor::from_slice(&rows))?;
+        let labels: Vec<i64> = subset.iter().map(|&index| train_labels[index]).collect();
+        let (model, _summary) = LogisticRegression::fit(&features, &labels, &self.options)?;
+        let predicted = model.predict(test)?;
+        Ok(classification_scores(test_labels, &predicted)?.accuracy)
+    }
+}
+
+/// Counts (true, predicted) pairs over the labels that occur in either list, in ascending
+/// order, and names each label by the dataset's class name or by its number.
+fn confusion_counts(
+    truth: &[i64],
+    predicted: &[i64],
+    context: &dyn EvalContext,
+) -> (Vec<Vec<usize>>, Vec<String>) {
+    let mut labels: Vec<i64> = truth.iter().chain(predicted).copied().collect();
+    labels.sort_unstable();
+    labels.dedup();
+
+    let mut counts = vec![vec![0; labels.len()]; labels.len()];
+    for (actual, guess) in truth.iter().zip(predicted) {
+        let row = labels.binary_search(actual).unwrap_or(0);
+        let column = labels.binary_search(guess).unwrap_or(0);
+        counts[row][column] += 1;
+    }
+    let class_names = context.dataset().class_names;
+    let names = labels
+        .iter()
+        .map(|&label| {
+            let known = usize::try_from(label).ok().and_then(|index| class_names.get(index));
+            known.cloned().unwrap_or_else(|| label.to_string())
+        })
+        .collect();
+    (counts, names)
 }
 
 /// Z-scores both splits with the train split's per-feature mean and population standard
@@ -106,10 +212,21 @@ mod tests {
     use crate::testing::FakeContext;
 
     fn probe(c: f64, standardize: bool) -> Result<LinearProbe> {
+        probe_with(c, standardize, &[], false)
+    }
+
+    fn probe_with(
+        c: f64,
+        standardize: bool,
+        label_fractions: &[f64],
+        plots: bool,
+    ) -> Result<LinearProbe> {
         let params = Params::new(vec![
             ("c".into(), ParamValue::Float(c)),
             ("max_iter".into(), ParamValue::Int(1000)),
             ("standardize".into(), ParamValue::Bool(standardize)),
+            ("label_fractions".into(), ParamValue::FloatList(label_fractions.into())),
+            ("plots".into(), ParamValue::Bool(plots)),
         ]);
         let context = BuildContext { device: Device::Cpu, seed: 0, dataset: None, encoder: None };
         LinearProbe::create(&params, &context)
@@ -197,6 +314,58 @@ mod tests {
         let error = probe(1.0, false).unwrap().evaluate(&context).err().unwrap();
 
         assert_eq!(error.message(), "train embeddings contain NaN or infinite values");
+    }
+
+    #[test]
+    fn probe_reports_label_efficiency() {
+        let report =
+            probe_with(1.0, false, &[0.3, 1.0], false).unwrap().evaluate(&clusters(1.0, 0.0));
+        let report = report.unwrap();
+
+        let names: Vec<&str> = report.metrics.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "accuracy",
+                "precision_macro",
+                "recall_macro",
+                "f1_macro",
+                "accuracy_at_30pct",
+                "accuracy_at_100pct"
+            ]
+        );
+        assert_eq!(metric(&report, "accuracy_at_100pct"), metric(&report, "accuracy"));
+        assert!(metric(&report, "accuracy_at_30pct") > 0.9);
+    }
+
+    #[test]
+    fn probe_writes_plots() {
+        let mut probe = probe_with(1.0, false, &[0.5, 1.0], true).unwrap();
+
+        let report = probe.evaluate(&clusters(1.0, 0.0)).unwrap();
+
+        let paths: Vec<&str> = report.artifacts.iter().map(|a| a.path.as_str()).collect();
+        assert_eq!(paths, ["confusion_matrix.png", "label_efficiency.png"]);
+        for artifact in &report.artifacts {
+            assert!(image::load_from_memory(&artifact.bytes).is_ok(), "{}", artifact.path);
+        }
+    }
+
+    #[test]
+    fn confusion_counts_rows_are_true_labels() {
+        let context = clusters(1.0, 0.0);
+
+        let (counts, names) = confusion_counts(&[0, 0, 2, 2], &[0, 2, 2, 2], &context);
+
+        assert_eq!(counts, [vec![1, 1], vec![0, 2]]);
+        assert_eq!(names, ["class 0", "class 2"]);
+    }
+
+    #[test]
+    fn probe_rejects_zero_label_fraction() {
+        let error = probe_with(1.0, false, &[0.0], false).err().unwrap();
+
+        assert_eq!(error.message(), "label_fractions must lie in (0, 1], found 0");
     }
 
     #[test]

@@ -70,6 +70,8 @@ fn probe_report(problem: &Problem) -> EvalReport {
         ("c".into(), ParamValue::Float(1.0)),
         ("max_iter".into(), ParamValue::Int(1000)),
         ("standardize".into(), ParamValue::Bool(false)),
+        ("label_fractions".into(), ParamValue::FloatList(Default::default())),
+        ("plots".into(), ParamValue::Bool(false)),
     ]);
     let build = BuildContext { device: Device::Cpu, seed: 0, dataset: None, encoder: None };
     let mut probe = LinearProbe::create(&params, &build).unwrap();
