@@ -5,15 +5,18 @@
 //! is stratified by label and reproducible from a seed (see [`split::stratified_split`]).
 #![forbid(unsafe_code)]
 
+pub mod array_files;
 pub mod blobs;
 pub mod digits;
 pub mod moons;
+pub mod npy;
 pub mod random;
 pub mod samples;
 pub mod split;
 pub mod swiss_roll;
 pub mod tabular;
 
+pub use array_files::{Npy, Npz};
 pub use blobs::Blobs;
 pub use digits::Digits;
 pub use moons::Moons;
@@ -27,6 +30,8 @@ pretext_plugin_api::export_plugins![
     dataset(SwissRoll),
     dataset(BreastCancer),
     dataset(Wine),
+    dataset(Npy),
+    dataset(Npz),
 ];
 
 #[cfg(test)]
@@ -44,6 +49,8 @@ mod tests {
             SwissRoll::describe(),
             BreastCancer::describe(),
             Wine::describe(),
+            Npy::describe(),
+            Npz::describe(),
         ];
         for description in descriptions {
             let info = description.into_info(PluginKind::Dataset);
