@@ -3,6 +3,7 @@
 mod autograd;
 mod common;
 mod loading;
+mod methods;
 mod mlflow_server;
 mod runs;
 mod specs;
