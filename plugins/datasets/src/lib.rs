@@ -7,6 +7,7 @@
 
 pub mod array_files;
 pub mod blobs;
+pub mod csv_file;
 pub mod digits;
 pub mod moons;
 pub mod npy;
@@ -15,13 +16,16 @@ pub mod samples;
 pub mod split;
 pub mod swiss_roll;
 pub mod tabular;
+pub mod text;
 
 pub use array_files::{Npy, Npz};
 pub use blobs::Blobs;
+pub use csv_file::Csv;
 pub use digits::Digits;
 pub use moons::Moons;
 pub use swiss_roll::SwissRoll;
 pub use tabular::{BreastCancer, Wine};
+pub use text::Text;
 
 pretext_plugin_api::export_plugins![
     dataset(Digits),
@@ -32,6 +36,8 @@ pretext_plugin_api::export_plugins![
     dataset(Wine),
     dataset(Npy),
     dataset(Npz),
+    dataset(Csv),
+    dataset(Text),
 ];
 
 #[cfg(test)]
@@ -51,6 +57,8 @@ mod tests {
             Wine::describe(),
             Npy::describe(),
             Npz::describe(),
+            Csv::describe(),
+            Text::describe(),
         ];
         for description in descriptions {
             let info = description.into_info(PluginKind::Dataset);

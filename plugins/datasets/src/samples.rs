@@ -74,11 +74,12 @@ impl Samples {
     }
 }
 
-/// A labelled dataset held in memory: the train and test splits and what they look like.
+/// A dataset held in memory: the train and test splits and what they look like.
 #[derive(Debug, Clone)]
 pub struct SplitSamples {
     /// Shape of one sample, whose product is the `numel` of both splits.
     pub sample_shape: Vec<i64>,
+    /// Names of the classes; empty for an unlabelled dataset, whose stored labels are ignored.
     pub class_names: Vec<String>,
     pub train: Samples,
     pub test: Samples,
@@ -105,13 +106,18 @@ impl SplitSamples {
         })
     }
 
+    /// True when the dataset has class labels.
+    pub fn is_labelled(&self) -> bool {
+        !self.class_names.is_empty()
+    }
+
     /// Describes the samples for the host.
     pub fn info(&self) -> DatasetInfo {
         DatasetInfo {
             sample_shape: self.sample_shape.clone(),
             input_kind: InputKind::Features,
             vocab_size: 0,
-            num_classes: Some(self.class_names.len() as i64),
+            num_classes: self.is_labelled().then_some(self.class_names.len() as i64),
             class_names: self.class_names.clone(),
             train_len: self.train.len(),
             test_len: self.test.len(),
@@ -183,7 +189,8 @@ impl SplitSamples {
         let mut shape = vec![indices.len() as i64];
         shape.extend_from_slice(&self.sample_shape);
         let inputs = Tensor::from_slice(&values).reshape(shape);
-        Ok(Batch { inputs, labels: Some(Tensor::from_slice(&labels)) })
+        let labels = self.is_labelled().then(|| Tensor::from_slice(&labels));
+        Ok(Batch { inputs, labels })
     }
 }
 
@@ -265,6 +272,15 @@ mod tests {
 
         assert_eq!(data.train.row(0)[0], 0.0);
         assert_eq!(data.test.row(0)[0], 3.0);
+    }
+
+    #[test]
+    fn dataset_without_class_names_is_unlabelled() {
+        let mut data = three_samples();
+        data.class_names.clear();
+
+        assert_eq!(data.info().num_classes, None);
+        assert!(data.batch(Split::Train, &[0]).unwrap().labels.is_none());
     }
 
     #[test]
