@@ -1,14 +1,17 @@
-//! Built-in datasets: the real 8x8 handwritten digits and the tabular `breast_cancer` and `wine`,
-//! the synthetic `moons`, `blobs` and `swiss_roll`.
+//! Built-in datasets: the real 8x8 handwritten digits and the tabular `breast_cancer` and `wine`;
+//! the synthetic `moons`, `blobs` and `swiss_roll`; and readers of files that a user brings:
+//! `npy`, `npz`, `csv`, `idx` and `text`.
 //!
-//! Each keeps every sample in memory as float32 and serves batches by index. The train/test split
-//! is stratified by label and reproducible from a seed (see [`split::stratified_split`]).
+//! Every dataset serves batches by index. All but `npy` and `npz` keep their samples in memory.
+//! Those two read the requested rows from the file per batch. The train/test split is
+//! stratified by label and reproducible from a seed (see [`split::stratified_split`]).
 #![forbid(unsafe_code)]
 
 pub mod array_files;
 pub mod blobs;
 pub mod csv_file;
 pub mod digits;
+pub mod idx;
 pub mod moons;
 pub mod npy;
 pub mod random;
@@ -22,6 +25,7 @@ pub use array_files::{Npy, Npz};
 pub use blobs::Blobs;
 pub use csv_file::Csv;
 pub use digits::Digits;
+pub use idx::Idx;
 pub use moons::Moons;
 pub use swiss_roll::SwissRoll;
 pub use tabular::{BreastCancer, Wine};
@@ -38,6 +42,7 @@ pretext_plugin_api::export_plugins![
     dataset(Npz),
     dataset(Csv),
     dataset(Text),
+    dataset(Idx),
 ];
 
 #[cfg(test)]
@@ -59,6 +64,7 @@ mod tests {
             Npz::describe(),
             Csv::describe(),
             Text::describe(),
+            Idx::describe(),
         ];
         for description in descriptions {
             let info = description.into_info(PluginKind::Dataset);
