@@ -12,6 +12,11 @@ use crate::spec::Experiment;
 use crate::spec::keys::check_key;
 use crate::spec::resolve::{flat_params, resolved_toml, spec_hash};
 use crate::store::{MetricPoint, RunStatus, Store, now_millis};
+use crate::tracking::sync::mark_stale_runs;
+use crate::tracking::writer::RunStart;
+use crate::tracking::{
+    LocalTracker, MlflowTracker, Tracker, Trackers, WriterReport, resolve_target, system_tags,
+};
 use crate::train::evaluate::{artifact_path, run_evaluators};
 use crate::train::{Pipeline, TrainObserver, TrainSummary, train};
 
@@ -25,6 +30,8 @@ pub struct RunOutcome {
     pub metrics: Vec<(String, f64)>,
     pub seconds: f64,
     pub train: Option<TrainSummary>,
+    /// What the MLflow writer delivered, when the run went to a server too.
+    pub tracking: Option<WriterReport>,
 }
 
 /// Errors that stop a run before it is recorded (exit code 2) or while recording it.
@@ -32,26 +39,29 @@ pub struct RunOutcome {
 pub enum RunSetupError {
     #[error("{0}")]
     Device(String),
+    /// The `[tracking]` settings or the MLflow environment variables are not usable.
+    #[error("{0}")]
+    Tracking(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("cannot write {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
 
-struct Recorder<'a> {
-    store: &'a mut Store,
+struct Recorder<'a, 'store> {
+    trackers: &'a mut Trackers<'store>,
     run_id: String,
     artifact_dir: PathBuf,
     latest: Vec<(String, f64)>,
     error: Option<String>,
 }
 
-impl Recorder<'_> {
+impl Recorder<'_, '_> {
     fn record(&mut self, points: Vec<MetricPoint>) {
         if points.is_empty() || self.error.is_some() {
             return;
         }
-        if let Err(error) = self.store.log_metrics(&self.run_id, &points) {
+        if let Err(error) = self.trackers.log_metrics(&points) {
             tracing::error!(run = %self.run_id, "recording metrics failed: {error}");
             self.error = Some(error.to_string());
         }
@@ -87,6 +97,7 @@ impl Recorder<'_> {
                 std::fs::write(&path, &artifact.bytes)
                     .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
                 tracing::info!(path = %path.display(), "wrote artifact");
+                self.artifact(&path, &format!("artifacts/{relative}"));
             }
         }
         self.record(points);
@@ -95,9 +106,15 @@ impl Recorder<'_> {
             None => Ok(()),
         }
     }
+
+    fn artifact(&mut self, path: &Path, artifact_path: &str) {
+        if let Err(error) = self.trackers.log_artifact(path, artifact_path) {
+            tracing::error!(run = %self.run_id, "recording artifact {artifact_path} failed: {error}");
+        }
+    }
 }
 
-impl TrainObserver for Recorder<'_> {
+impl TrainObserver for Recorder<'_, '_> {
     fn metrics(&mut self, points: Vec<MetricPoint>) {
         self.record(points);
     }
@@ -164,28 +181,66 @@ pub fn execute(
     stop: &AtomicBool,
 ) -> Result<RunOutcome, RunSetupError> {
     let device = resolve(&experiment.trainer.device).map_err(RunSetupError::Device)?;
+    let target = resolve_target(experiment).map_err(RunSetupError::Tracking)?;
     if experiment.trainer.threads > 0 {
         tch::set_num_threads(experiment.trainer.threads as i32);
     }
     let mut store = Store::open(run_root)?;
+    for line in mark_stale_runs(&store)? {
+        tracing::warn!("{line}");
+    }
     let (run_id, run_dir) = store.create_run(&experiment.name, &experiment.name)?;
+    store.record_process(&run_id)?;
     let started = Instant::now();
-    let prepared = prepare_run(experiment, registry, &mut store, &run_id, &run_dir, device);
+    let git = git_tags(
+        experiment
+            .spec_path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    );
+    let mlflow = match &target {
+        Some(target) => {
+            let commit = git.iter().find(|(key, _)| key == "pretext.git_commit");
+            let run = RunStart {
+                local_run_id: run_id.clone(),
+                run_name: experiment.name.clone(),
+                start_time: now_millis(),
+                tags: system_tags(
+                    &run_id,
+                    &experiment.spec_path.display().to_string(),
+                    commit.map(|(_, value)| value.as_str()),
+                ),
+            };
+            match MlflowTracker::start(target, &run_dir, run) {
+                Ok(tracker) => Some(tracker),
+                Err(message) => {
+                    let _ = store.finish_run(&run_id, RunStatus::Failed, Some(&message));
+                    return Err(RunSetupError::Tracking(message));
+                }
+            }
+        }
+        None => None,
+    };
+    let mut trackers =
+        Trackers { local: LocalTracker { store: &mut store, run_id: run_id.clone() }, mlflow };
+    let prepared = prepare_run(experiment, registry, &mut trackers, git, &run_id, &run_dir, device);
     if let Err(error) = prepared {
         let message = error.to_string();
-        let _ = store.finish_run(&run_id, RunStatus::Failed, Some(&message));
+        let _ = trackers.end(RunStatus::Failed, Some(&message));
         return Err(error);
     }
 
     let artifact_dir = run_dir.join("artifacts");
     let mut recorder = Recorder {
-        store: &mut store,
+        trackers: &mut trackers,
         run_id: run_id.clone(),
         artifact_dir,
         latest: Vec::new(),
         error: None,
     };
     let result = run_body(experiment, registry, device, &run_dir, &mut recorder, stop);
+    recorder.artifact(&run_dir.join("run.log"), "run.log");
     let latest = std::mem::take(&mut recorder.latest);
     let (status, error, train) = match result {
         Ok(summary) if summary.killed => {
@@ -197,19 +252,20 @@ pub fn execute(
     if let Some(message) = &error {
         tracing::error!(run = %run_id, status = status.as_str(), "{message}");
     }
-    store.finish_run(&run_id, status, error.as_deref())?;
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(run = %run_id, status = status.as_str(), seconds, "run ended");
+    let tracking = trackers.end(status, error.as_deref())?;
     write_summary(&run_dir, &run_id, status, &latest, train.as_ref());
     crate::logging::detach_run_log();
-    Ok(RunOutcome { run_id, run_dir, status, error, metrics: latest, seconds, train })
+    Ok(RunOutcome { run_id, run_dir, status, error, metrics: latest, seconds, train, tracking })
 }
 
 /// Writes the resolved spec, opens the run log and records params and tags.
 fn prepare_run(
     experiment: &Experiment,
     registry: &Registry,
-    store: &mut Store,
+    tracker: &mut dyn Tracker,
+    git: Vec<(String, String)>,
     run_id: &str,
     run_dir: &Path,
     device: tch::Device,
@@ -218,6 +274,7 @@ fn prepare_run(
     let spec_path = run_dir.join("spec.toml");
     std::fs::write(&spec_path, &resolved)
         .map_err(|source| RunSetupError::Io { path: spec_path.clone(), source })?;
+    tracker.log_artifact(&spec_path, "spec.toml")?;
     if let Err(error) = crate::logging::attach_run_log(&run_dir.join("run.log")) {
         tracing::warn!("cannot open the run log in {}: {error}", run_dir.display());
     }
@@ -230,16 +287,10 @@ fn prepare_run(
         ("pretext.spec_hash".to_owned(), spec_hash(&resolved)),
         ("pretext.spec_path".to_owned(), experiment.spec_path.display().to_string()),
     ];
-    tags.extend(git_tags(
-        experiment
-            .spec_path
-            .parent()
-            .filter(|dir| !dir.as_os_str().is_empty())
-            .unwrap_or(Path::new(".")),
-    ));
+    tags.extend(git);
     tags.extend(plugin_tags(experiment, registry));
-    store.log_params(run_id, &flat_params(experiment))?;
-    store.set_tags(run_id, &tags)?;
+    tracker.log_params(&flat_params(experiment))?;
+    tracker.set_tags(&tags)?;
 
     Ok(())
 }
@@ -249,7 +300,7 @@ fn run_body(
     registry: &Registry,
     device: tch::Device,
     run_dir: &Path,
-    recorder: &mut Recorder<'_>,
+    recorder: &mut Recorder<'_, '_>,
     stop: &AtomicBool,
 ) -> Result<TrainSummary, String> {
     let mut pipeline =
@@ -273,7 +324,9 @@ fn run_body(
         }]);
     }
     // Saved before evaluating, so that a failing evaluator does not lose the trained weights.
-    save_checkpoint(&pipeline, &run_dir.join("checkpoint.safetensors"))?;
+    let checkpoint = run_dir.join("checkpoint.safetensors");
+    save_checkpoint(&pipeline, &checkpoint)?;
+    recorder.artifact(&checkpoint, "checkpoint.safetensors");
     let reports = run_evaluators(&mut pipeline).map_err(|error| error.to_string())?;
     recorder.record_reports(reports, summary.steps)?;
     let killed = stop.load(std::sync::atomic::Ordering::Relaxed);

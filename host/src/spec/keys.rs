@@ -1,6 +1,6 @@
 //! The key rule shared with MLflow: letters, digits, `_`, `-`, `.`, `/` and space, at most 250
-//! characters, and no `..`. Checked before training so that any run can later be sent to an
-//! MLflow server.
+//! characters, and no `..`; and MLflow's limit on parameter values. Checked before training so
+//! that any run can later be sent to an MLflow server.
 
 use super::diagnostic::{SpecError, SpecErrors};
 use super::resolve::flat_params;
@@ -8,6 +8,10 @@ use super::validate::Experiment;
 
 /// The maximum length of a parameter or metric key.
 pub const MAX_KEY_LENGTH: usize = 250;
+
+/// The maximum length of a parameter value: MLflow's `MAX_PARAM_VAL_LENGTH` (6000 since 2.x);
+/// the server rejects longer values, so they are rejected before training, never truncated.
+pub const MAX_PARAM_VALUE_LENGTH: usize = 6000;
 
 /// Checks one key; the error says which rule it breaks.
 pub fn check_key(key: &str) -> Result<(), String> {
@@ -34,12 +38,28 @@ pub fn check_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks every parameter key of an experiment and the metric prefix of every evaluator.
+/// Checks a parameter value against MLflow's length limit.
+pub fn check_param_value(key: &str, value: &str) -> Result<(), String> {
+    let length = value.chars().count();
+    if length > MAX_PARAM_VALUE_LENGTH {
+        return Err(format!(
+            "parameter `{key}` has a value of {length} characters; MLflow accepts at most \
+             {MAX_PARAM_VALUE_LENGTH}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks every parameter key and value of an experiment and the metric prefix of every
+/// evaluator.
 pub fn check_experiment_keys(experiment: &Experiment) -> Result<(), SpecErrors> {
     let mut errors = Vec::new();
-    for (key, _) in flat_params(experiment) {
+    for (key, value) in flat_params(experiment) {
         if let Err(message) = check_key(&key) {
             errors.push(SpecError::new(None, format!("invalid parameter key: {message}")));
+        }
+        if let Err(message) = check_param_value(&key, &value) {
+            errors.push(SpecError::new(None, message));
         }
     }
     for evaluator in &experiment.evaluators {
@@ -72,6 +92,13 @@ mod tests {
         for key in ["", "a..b", "/abs", "semi;colon", "tab\tkey", &"k".repeat(251)] {
             assert!(check_key(key).is_err(), "{key:?}");
         }
+    }
+
+    #[test]
+    fn param_value_length_limit() {
+        assert!(check_param_value("k", &"v".repeat(6000)).is_ok());
+        let error = check_param_value("encoder.note", &"v".repeat(6001)).unwrap_err();
+        assert!(error.contains("`encoder.note`"), "{error}");
     }
 
     #[test]

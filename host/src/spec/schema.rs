@@ -41,8 +41,26 @@ pub fn trainer_schema() -> Vec<ParamSpec> {
 /// The `[tracking]` keys.
 pub fn tracking_schema() -> Vec<ParamSpec> {
     vec![
-        Param::string("backend", "local", "where runs are recorded: the embedded local store")
-            .choices(&["local"]),
+        Param::string(
+            "backend",
+            "auto",
+            "where runs go besides the local store: \"mlflow\" (a server), \"local\" (nowhere \
+             else) or \"auto\" (MLflow when `uri` or MLFLOW_TRACKING_URI is set)",
+        )
+        .choices(&["auto", "local", "mlflow"]),
+        Param::string("uri", "", "MLflow server, such as http://127.0.0.1:5000; default MLFLOW_TRACKING_URI"),
+        Param::string(
+            "experiment",
+            "",
+            "MLflow experiment; default MLFLOW_EXPERIMENT_NAME, then the spec's `name`",
+        ),
+        Param::float(
+            "retry_seconds",
+            120.0,
+            "seconds one MLflow request may keep failing before the writer stops and keeps the spool",
+        )
+        .min(0.0),
+        Param::float("timeout_seconds", 30.0, "timeout of one MLflow request, in seconds").min(0.1),
     ]
     .into_iter()
     .map(Param::into_spec)

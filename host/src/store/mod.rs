@@ -4,8 +4,11 @@
 //! a stored run can be sent to an MLflow server unchanged. SQLite stores NaN as NULL, so each
 //! metric keeps non-finite values in a separate `special` column (`nan`, `inf`, `-inf`).
 
+mod links;
+
 use std::path::{Path, PathBuf};
 
+pub use links::{ProcessRecord, host_name};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Errors of the run store.
@@ -147,6 +150,7 @@ impl Store {
         connection.pragma_update(None, "journal_mode", "WAL").map_err(database)?;
         connection.pragma_update(None, "foreign_keys", "ON").map_err(database)?;
         connection.execute_batch(SCHEMA).map_err(database)?;
+        connection.execute_batch(links::SCHEMA).map_err(database)?;
         Ok(Self { connection, db_path, root: root.to_path_buf() })
     }
 

@@ -34,6 +34,8 @@ pub fn pretext(run_root: &Path) -> Command {
     command
         .env_remove("PRETEXT_PLUGIN_PATH")
         .env_remove("RUST_LOG")
+        .env_remove("MLFLOW_TRACKING_URI")
+        .env_remove("MLFLOW_EXPERIMENT_NAME")
         .env("PRETEXT_RUN_ROOT", run_root);
     command
 }

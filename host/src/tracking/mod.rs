@@ -1,0 +1,189 @@
+//! Where a run is recorded: the local store always, and an MLflow server when the spec or the
+//! environment names one.
+//!
+//! [`Tracker`] is what `run.rs` records through. [`LocalTracker`] writes the embedded store
+//! synchronously. [`MlflowTracker`] hands everything to a background [`writer`] thread, which
+//! appends each request to a spool in the run folder before sending it, so the training loop never
+//! waits on the network and nothing is lost while the server is down. `pretext sync` delivers what
+//! a run left in its spool, or sends a run that was only recorded locally ([`sync`]).
+
+pub mod client;
+pub mod records;
+pub mod spool;
+pub mod sync;
+pub mod target;
+pub mod writer;
+
+use std::path::Path;
+
+use crate::store::{MetricPoint, RunStatus, Store, StoreError};
+
+pub use target::{Credentials, MlflowTarget, resolve_target};
+pub use writer::{MlflowTracker, WriterReport};
+
+/// A sink for one run's params, tags, metrics and artifacts.
+///
+/// Only the local store can fail here: the MLflow tracker queues everything and reports delivery
+/// problems when the run ends.
+pub trait Tracker {
+    /// Records parameters; a key given again keeps its first value, as in MLflow.
+    fn log_params(&mut self, params: &[(String, String)]) -> Result<(), StoreError>;
+    /// Sets tags, replacing earlier values.
+    fn set_tags(&mut self, tags: &[(String, String)]) -> Result<(), StoreError>;
+    /// Appends metric points.
+    fn log_metrics(&mut self, points: &[MetricPoint]) -> Result<(), StoreError>;
+    /// Records a file of the run folder as an artifact at `artifact_path` (relative, `/`-separated).
+    fn log_artifact(&mut self, file: &Path, artifact_path: &str) -> Result<(), StoreError>;
+}
+
+/// The embedded store as a tracker. Artifacts already sit in the run folder, so it records none.
+pub struct LocalTracker<'a> {
+    pub store: &'a mut Store,
+    pub run_id: String,
+}
+
+impl Tracker for LocalTracker<'_> {
+    fn log_params(&mut self, params: &[(String, String)]) -> Result<(), StoreError> {
+        self.store.log_params(&self.run_id, params)
+    }
+
+    fn set_tags(&mut self, tags: &[(String, String)]) -> Result<(), StoreError> {
+        self.store.set_tags(&self.run_id, tags)
+    }
+
+    fn log_metrics(&mut self, points: &[MetricPoint]) -> Result<(), StoreError> {
+        self.store.log_metrics(&self.run_id, points)
+    }
+
+    fn log_artifact(&mut self, _file: &Path, _artifact_path: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The local store plus, when configured, an MLflow server.
+pub struct Trackers<'a> {
+    pub local: LocalTracker<'a>,
+    pub mlflow: Option<MlflowTracker>,
+}
+
+impl Trackers<'_> {
+    /// Marks the run as ended in the local store, then waits for the MLflow writer to deliver
+    /// what it can within its retry budget.
+    ///
+    /// # Errors
+    ///
+    /// Returns the local store's error; MLflow delivery problems are in the report.
+    pub fn end(
+        &mut self,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<Option<WriterReport>, StoreError> {
+        self.local.store.finish_run(&self.local.run_id, status, error)?;
+        let Some(mlflow) = self.mlflow.take() else {
+            return Ok(None);
+        };
+        let report = mlflow.finish(status, crate::store::now_millis());
+        if report.complete {
+            if let Some(remote_id) = &report.remote_run_id {
+                self.local.store.record_mlflow_run(
+                    &self.local.run_id,
+                    &report.uri,
+                    remote_id,
+                    true,
+                )?;
+            }
+        }
+        Ok(Some(report))
+    }
+}
+
+impl Tracker for Trackers<'_> {
+    fn log_params(&mut self, params: &[(String, String)]) -> Result<(), StoreError> {
+        self.local.log_params(params)?;
+        if let Some(mlflow) = &mut self.mlflow {
+            mlflow.log_params(params)?;
+        }
+        Ok(())
+    }
+
+    fn set_tags(&mut self, tags: &[(String, String)]) -> Result<(), StoreError> {
+        self.local.set_tags(tags)?;
+        if let Some(mlflow) = &mut self.mlflow {
+            mlflow.set_tags(tags)?;
+        }
+        Ok(())
+    }
+
+    fn log_metrics(&mut self, points: &[MetricPoint]) -> Result<(), StoreError> {
+        self.local.log_metrics(points)?;
+        if let Some(mlflow) = &mut self.mlflow {
+            mlflow.log_metrics(points)?;
+        }
+        Ok(())
+    }
+
+    fn log_artifact(&mut self, file: &Path, artifact_path: &str) -> Result<(), StoreError> {
+        self.local.log_artifact(file, artifact_path)?;
+        if let Some(mlflow) = &mut self.mlflow {
+            mlflow.log_artifact(file, artifact_path)?;
+        }
+        Ok(())
+    }
+}
+
+/// MLflow's system tags for a run, plus `pretext.run_id`, which lets a retried creation or a
+/// later `pretext sync` find the run instead of creating a second one.
+pub fn system_tags(
+    local_run_id: &str,
+    spec_path: &str,
+    git_commit: Option<&str>,
+) -> Vec<(String, String)> {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let mut tags = vec![
+        ("mlflow.user".to_owned(), user),
+        ("mlflow.source.name".to_owned(), spec_path.to_owned()),
+        ("mlflow.source.type".to_owned(), "LOCAL".to_owned()),
+        ("pretext.run_id".to_owned(), local_run_id.to_owned()),
+    ];
+    if let Some(commit) = git_commit {
+        tags.push(("mlflow.source.git.commit".to_owned(), commit.to_owned()));
+    }
+    tags
+}
+
+/// The files of a run folder that go to MLflow as artifacts, as (file, artifact path) pairs:
+/// the resolved spec, the checkpoint, the run log and everything under `artifacts/`.
+pub fn run_artifacts(run_dir: &Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut found = Vec::new();
+    for name in ["spec.toml", "checkpoint.safetensors", "run.log"] {
+        let path = run_dir.join(name);
+        if path.is_file() {
+            found.push((path, name.to_owned()));
+        }
+    }
+    let mut folders = vec![run_dir.join("artifacts")];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.flatten().map(|entry| entry.path()).collect();
+        entries.sort();
+        for path in entries {
+            // Symbolic links are skipped: evaluators never write them.
+            let Ok(kind) = std::fs::symlink_metadata(&path).map(|meta| meta.file_type()) else {
+                continue;
+            };
+            if kind.is_dir() {
+                folders.push(path);
+            } else if kind.is_file() {
+                if let Ok(relative) = path.strip_prefix(run_dir) {
+                    found.push((path.clone(), relative.display().to_string()));
+                }
+            }
+        }
+    }
+    found
+}

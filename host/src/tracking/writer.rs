@@ -1,0 +1,517 @@
+//! The MLflow writer: a background thread that batches, spools and sends a run's records.
+//!
+//! The training thread only pushes onto an unbounded channel. The writer drains the channel,
+//! packs what it got into requests within MLflow's batch limits, appends them to the spool and
+//! fsyncs it, then sends them in order. A transient failure (no connection, a timeout, 429, 5xx)
+//! is retried with exponential backoff and jitter; new records keep going to the spool meanwhile.
+//! When one request has failed for longer than the retry budget, the writer stops sending and
+//! only spools, and `pretext sync` delivers the rest later.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::Tracker;
+use super::client::{Client, RequestError};
+use super::records::{BatchBuilder, Metric, Pair, Record};
+use super::spool::{Entry, RemoteState, Spool, read_state, write_state};
+use super::target::MlflowTarget;
+use crate::store::{MetricPoint, RunStatus, StoreError};
+
+/// Longest wait between two attempts at one request.
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// First wait after a failure.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// What the writer did, for the run summary and `pretext sync`.
+#[derive(Debug, Clone)]
+pub struct WriterReport {
+    pub uri: String,
+    /// The MLflow run id, once the run exists on the server.
+    pub remote_run_id: Option<String>,
+    /// Every spooled record was delivered or rejected for good, so the spool was removed.
+    pub complete: bool,
+    /// Requests sent successfully.
+    pub sent: u64,
+    /// Records still in the spool.
+    pub pending: usize,
+    /// Rejections and the reason for giving up, one message each.
+    pub errors: Vec<String>,
+    pub spool_dir: PathBuf,
+}
+
+/// What one delivery attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A request was sent (or rejected for good) and acknowledged.
+    Sent,
+    /// Nothing to send.
+    Idle,
+    /// The request failed and may be retried after this long.
+    Wait(Duration),
+    /// The retry budget ran out, or the server refused the run itself.
+    GaveUp,
+}
+
+/// The spool of one run and the server it goes to; used by the writer thread and by
+/// `pretext sync`.
+pub struct Delivery {
+    client: Client,
+    run_dir: PathBuf,
+    uri: String,
+    spool: Spool,
+    queue: VecDeque<Entry>,
+    state: Option<RemoteState>,
+    budget: Duration,
+    failing_since: Option<Instant>,
+    backoff: Duration,
+    given_up: bool,
+    sent: u64,
+    errors: Vec<String>,
+}
+
+impl Delivery {
+    /// Opens the spool of `run_dir` for delivery to `target`.
+    ///
+    /// # Errors
+    ///
+    /// Returns the spool's I/O error or the client's construction error.
+    pub fn open(run_dir: &Path, target: &MlflowTarget) -> Result<Self, String> {
+        let client = Client::new(target)?;
+        let (spool, pending) = Spool::open(run_dir).map_err(|error| error.to_string())?;
+        let state = read_state(run_dir).filter(|state| state.uri == target.uri);
+        Ok(Self {
+            client,
+            run_dir: run_dir.to_path_buf(),
+            uri: target.uri.clone(),
+            spool,
+            queue: pending.into(),
+            state,
+            budget: target.retry_budget,
+            failing_since: None,
+            backoff: FIRST_BACKOFF,
+            given_up: false,
+            sent: 0,
+            errors: Vec::new(),
+        })
+    }
+
+    /// Spools records and queues them for sending.
+    ///
+    /// # Errors
+    ///
+    /// Returns the spool's write error.
+    pub fn enqueue(&mut self, records: Vec<Record>) -> std::io::Result<()> {
+        let entries = self.spool.append(records)?;
+        self.queue.extend(entries);
+        Ok(())
+    }
+
+    /// Whether nothing is waiting to be sent.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Whether the writer stopped sending.
+    pub fn given_up(&self) -> bool {
+        self.given_up
+    }
+
+    /// Sends the next request once.
+    pub fn step(&mut self) -> Step {
+        if self.given_up {
+            return Step::GaveUp;
+        }
+        let Some(head) = self.queue.front() else {
+            return Step::Idle;
+        };
+        let first_seq = head.seq;
+        let (result, covered) = self.send_head();
+        match result {
+            Ok(()) => {
+                self.acknowledge(covered);
+                self.sent += 1;
+                if let Some(since) = self.failing_since.take() {
+                    tracing::info!(
+                        uri = %self.uri,
+                        seconds = since.elapsed().as_secs_f64(),
+                        "MLflow server reachable again; sending the spool"
+                    );
+                }
+                self.backoff = FIRST_BACKOFF;
+                Step::Sent
+            }
+            Err(RequestError::Transient { message, retry_after }) => {
+                self.retry_later(first_seq, &message, retry_after)
+            }
+            Err(RequestError::Rejected { status, message }) => {
+                self.rejected(covered, status, &message)
+            }
+        }
+    }
+
+    /// Sends until the queue is empty or the writer gives up, sleeping between retries.
+    pub fn deliver_all(&mut self) {
+        loop {
+            match self.step() {
+                Step::Sent => {}
+                Step::Idle | Step::GaveUp => return,
+                Step::Wait(wait) => std::thread::sleep(wait),
+            }
+        }
+    }
+
+    fn send_head(&mut self) -> (Result<(), RequestError>, usize) {
+        let head = &self.queue[0].record;
+        if let Record::Start { experiment, run_name, local_run_id, start_time, tags, .. } = head {
+            let result = self.start(experiment, run_name, local_run_id, *start_time, tags);
+            return (result.map(|state| self.state = Some(state)), 1);
+        }
+        let Some(state) = &self.state else {
+            return (
+                Err(RequestError::Rejected {
+                    status: 0,
+                    message: "the spool names no MLflow run, and its first record is not the \
+                              run's creation"
+                        .to_owned(),
+                }),
+                1,
+            );
+        };
+        match head {
+            Record::Batch { .. } => {
+                let records: Vec<&Record> = self.queue.iter().map(|entry| &entry.record).collect();
+                let (merged, covered) = BatchBuilder::merge(&records);
+                let Record::Batch { metrics, params, tags } = &merged else {
+                    unreachable!("merging batches gives a batch")
+                };
+                (self.client.log_batch(&state.run_id, metrics, params, tags), covered)
+            }
+            Record::Artifact { file, path } => {
+                let local = self.run_dir.join(file);
+                (self.client.upload_artifact(&state.artifact_uri, path, &local), 1)
+            }
+            Record::End { status, end_time } => {
+                (self.client.update_run(&state.run_id, status, *end_time), 1)
+            }
+            Record::Start { .. } => unreachable!("handled above"),
+        }
+    }
+
+    fn start(
+        &self,
+        experiment: &str,
+        run_name: &str,
+        local_run_id: &str,
+        start_time: i64,
+        tags: &[Pair],
+    ) -> Result<RemoteState, RequestError> {
+        let experiment_id = self.client.experiment_id(experiment)?;
+        // A run created by an attempt whose answer was lost carries our tag: reuse it.
+        let info = match self.client.find_run(&experiment_id, local_run_id)? {
+            Some(info) => info,
+            None => self.client.create_run(&experiment_id, run_name, start_time, tags)?,
+        };
+        let state = RemoteState {
+            uri: self.uri.clone(),
+            experiment_id,
+            run_id: info.run_id,
+            artifact_uri: info.artifact_uri,
+        };
+        if let Err(error) = write_state(&self.run_dir, &state) {
+            tracing::warn!("cannot record the MLflow run id: {error}");
+        }
+        tracing::info!(uri = %self.uri, mlflow_run = %state.run_id, "MLflow run ready");
+        Ok(state)
+    }
+
+    fn acknowledge(&mut self, covered: usize) {
+        let seqs: Vec<u64> = self.queue.drain(..covered).map(|entry| entry.seq).collect();
+        if let Err(error) = self.spool.ack(&seqs) {
+            tracing::warn!("cannot record delivered spool records: {error}");
+        }
+    }
+
+    fn retry_later(&mut self, seq: u64, message: &str, retry_after: Option<Duration>) -> Step {
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        let elapsed = since.elapsed();
+        if elapsed >= self.budget {
+            let reason = format!(
+                "MLflow server {} still failing after {:.0} s ({message}); stopped sending, \
+                 {} records wait in {}",
+                self.uri,
+                elapsed.as_secs_f64(),
+                self.queue.len(),
+                self.spool.dir().display()
+            );
+            tracing::error!(spool_record = seq, "{reason}");
+            self.errors.push(reason);
+            self.given_up = true;
+            return Step::GaveUp;
+        }
+        if self.backoff == FIRST_BACKOFF {
+            tracing::warn!(uri = %self.uri, spool_record = seq, "MLflow request failed, retrying: {message}");
+        } else {
+            tracing::debug!(uri = %self.uri, spool_record = seq, "MLflow request failed again: {message}");
+        }
+        let jittered = self.backoff.mul_f64(0.5 + 0.5 * rand::random::<f64>());
+        let wait = retry_after.unwrap_or(jittered).max(jittered).min(self.budget - elapsed);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        Step::Wait(wait)
+    }
+
+    fn rejected(&mut self, covered: usize, status: u16, message: &str) -> Step {
+        let head = &self.queue[0].record;
+        let fatal = matches!(head, Record::Start { .. }) || matches!(status, 0 | 401 | 403 | 404);
+        let what = describe_record(head, message);
+        if fatal && !matches!(head, Record::Artifact { .. }) {
+            let reason = format!(
+                "MLflow server {} refused {what} (HTTP {status}: {message}); stopped sending, {} \
+                 records wait in {}",
+                self.uri,
+                self.queue.len(),
+                self.spool.dir().display()
+            );
+            tracing::error!("{reason}");
+            self.errors.push(reason);
+            self.given_up = true;
+            return Step::GaveUp;
+        }
+        let reason =
+            format!("MLflow server {} rejected {what}: HTTP {status}: {message}", self.uri);
+        tracing::error!("{reason}");
+        self.errors.push(reason);
+        self.acknowledge(covered);
+        self.failing_since = None;
+        self.backoff = FIRST_BACKOFF;
+        Step::Sent
+    }
+
+    /// Ends delivery: removes the spool when everything was delivered.
+    pub fn report(self) -> WriterReport {
+        let pending = self.queue.len();
+        let complete = pending == 0 && !self.given_up && self.spool.is_drained();
+        let spool_dir = self.spool.dir().to_path_buf();
+        if complete {
+            if let Err(error) = self.spool.remove() {
+                tracing::warn!("cannot remove the delivered spool: {error}");
+            }
+        }
+        WriterReport {
+            uri: self.uri,
+            remote_run_id: self.state.map(|state| state.run_id),
+            complete,
+            sent: self.sent,
+            pending,
+            errors: self.errors,
+            spool_dir,
+        }
+    }
+}
+
+/// Names what a rejected record carried, and the key the server's message mentions.
+fn describe_record(record: &Record, message: &str) -> String {
+    match record {
+        Record::Start { experiment, .. } => {
+            format!("creating the run in experiment `{experiment}`")
+        }
+        Record::Batch { metrics, params, tags } => {
+            let keys = metrics
+                .iter()
+                .map(|metric| ("metric", &metric.key))
+                .chain(params.iter().map(|param| ("param", &param.key)))
+                .chain(tags.iter().map(|tag| ("tag", &tag.key)));
+            let mut first = None;
+            for (kind, key) in keys {
+                if message.contains(key.as_str()) {
+                    return format!("{kind} `{key}`");
+                }
+                first.get_or_insert((kind, key));
+            }
+            let count = metrics.len() + params.len() + tags.len();
+            match first {
+                Some((kind, key)) => {
+                    format!("a batch of {count} entries starting at {kind} `{key}`")
+                }
+                None => "an empty batch".to_owned(),
+            }
+        }
+        Record::Artifact { path, .. } => format!("artifact `{path}`"),
+        Record::End { status, .. } => format!("the run's end ({status})"),
+    }
+}
+
+/// What the tracker hands the writer thread.
+enum Message {
+    Params(Vec<(String, String)>),
+    Tags(Vec<(String, String)>),
+    Metrics(Vec<MetricPoint>),
+    Artifact { file: String, path: String },
+    End { status: RunStatus, end_time: i64 },
+    Finish,
+}
+
+/// The MLflow side of a run: queues records for the writer thread and never blocks on the network.
+pub struct MlflowTracker {
+    sender: Sender<Message>,
+    handle: Option<JoinHandle<WriterReport>>,
+    run_dir: PathBuf,
+    writer_gone: bool,
+}
+
+/// The run fields the MLflow run is created with.
+#[derive(Debug, Clone)]
+pub struct RunStart {
+    pub local_run_id: String,
+    pub run_name: String,
+    pub start_time: i64,
+    /// System tags (`mlflow.*`) and `pretext.run_id`, sent with the run's creation.
+    pub tags: Vec<(String, String)>,
+}
+
+fn pairs(values: Vec<(String, String)>) -> impl Iterator<Item = Pair> {
+    values.into_iter().map(|(key, value)| Pair { key, value })
+}
+
+impl MlflowTracker {
+    /// Opens the run's spool, queues the run's creation and starts the writer thread.
+    ///
+    /// # Errors
+    ///
+    /// Returns a message when the spool cannot be created or the thread cannot start.
+    pub fn start(target: &MlflowTarget, run_dir: &Path, run: RunStart) -> Result<Self, String> {
+        let mut delivery = Delivery::open(run_dir, target)?;
+        let start = Record::Start {
+            uri: target.uri.clone(),
+            experiment: target.experiment.clone(),
+            run_name: run.run_name,
+            local_run_id: run.local_run_id,
+            start_time: run.start_time,
+            tags: pairs(run.tags).collect(),
+        };
+        delivery.enqueue(vec![start]).map_err(|error| error.to_string())?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("mlflow-writer".into())
+            .spawn(move || run_writer(delivery, &receiver))
+            .map_err(|error| format!("cannot start the MLflow writer thread: {error}"))?;
+        Ok(Self {
+            sender,
+            handle: Some(handle),
+            run_dir: run_dir.to_path_buf(),
+            writer_gone: false,
+        })
+    }
+
+    fn send(&mut self, message: Message) {
+        if self.sender.send(message).is_err() && !self.writer_gone {
+            self.writer_gone = true;
+            tracing::error!(
+                "the MLflow writer thread stopped; the rest of the run is only in the local store"
+            );
+        }
+    }
+
+    /// Queues the run's end, then waits until the writer has delivered everything or given up.
+    pub fn finish(mut self, status: RunStatus, end_time: i64) -> WriterReport {
+        self.send(Message::End { status, end_time });
+        self.send(Message::Finish);
+        let handle = self.handle.take().expect("finish runs once");
+        handle.join().unwrap_or_else(|_| WriterReport {
+            uri: String::new(),
+            remote_run_id: None,
+            complete: false,
+            sent: 0,
+            pending: 0,
+            errors: vec!["the MLflow writer thread panicked".to_owned()],
+            spool_dir: Spool::folder(&self.run_dir),
+        })
+    }
+}
+
+impl Tracker for MlflowTracker {
+    fn log_params(&mut self, params: &[(String, String)]) -> Result<(), StoreError> {
+        self.send(Message::Params(params.to_vec()));
+        Ok(())
+    }
+
+    fn set_tags(&mut self, tags: &[(String, String)]) -> Result<(), StoreError> {
+        self.send(Message::Tags(tags.to_vec()));
+        Ok(())
+    }
+
+    fn log_metrics(&mut self, points: &[MetricPoint]) -> Result<(), StoreError> {
+        self.send(Message::Metrics(points.to_vec()));
+        Ok(())
+    }
+
+    fn log_artifact(&mut self, file: &Path, artifact_path: &str) -> Result<(), StoreError> {
+        let relative = file.strip_prefix(&self.run_dir).unwrap_or(file);
+        self.send(Message::Artifact {
+            file: relative.display().to_string(),
+            path: artifact_path.to_owned(),
+        });
+        Ok(())
+    }
+}
+
+/// Packs messages into spool records; returns whether `Finish` was among them.
+fn pack(messages: Vec<Message>) -> (Vec<Record>, bool) {
+    let mut builder = BatchBuilder::default();
+    let mut finish = false;
+    for message in messages {
+        match message {
+            Message::Params(params) => pairs(params).for_each(|param| builder.param(param)),
+            Message::Tags(tags) => pairs(tags).for_each(|tag| builder.tag(tag)),
+            Message::Metrics(points) => {
+                points.iter().for_each(|point| builder.metric(Metric::from(point)));
+            }
+            Message::Artifact { file, path } => builder.other(Record::Artifact { file, path }),
+            Message::End { status, end_time } => {
+                builder.other(Record::End { status: status.as_str().to_owned(), end_time });
+            }
+            Message::Finish => finish = true,
+        }
+    }
+    (builder.finish(), finish)
+}
+
+fn run_writer(mut delivery: Delivery, receiver: &Receiver<Message>) -> WriterReport {
+    let mut finishing = false;
+    let mut wait: Option<Duration> = None;
+    loop {
+        // Collect what the run queued: block only when there is nothing else to do.
+        let mut messages = Vec::new();
+        let block = !finishing && (delivery.is_idle() || delivery.given_up());
+        if let Some(timeout) = wait.take() {
+            match receiver.recv_timeout(timeout) {
+                Ok(message) => messages.push(message),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    finishing = true;
+                    std::thread::sleep(timeout);
+                }
+            }
+        } else if block {
+            match receiver.recv() {
+                Ok(message) => messages.push(message),
+                Err(_) => finishing = true,
+            }
+        }
+        messages.extend(receiver.try_iter());
+        let (records, finish) = pack(messages);
+        finishing |= finish;
+        if let Err(error) = delivery.enqueue(records) {
+            tracing::error!("cannot append to the MLflow spool: {error}");
+        }
+
+        match delivery.step() {
+            Step::Sent => {}
+            Step::Idle | Step::GaveUp if finishing => return delivery.report(),
+            Step::Idle | Step::GaveUp => {}
+            Step::Wait(duration) => wait = Some(duration),
+        }
+    }
+}

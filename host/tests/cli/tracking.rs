@@ -1,0 +1,529 @@
+//! Tracking to MLflow: runs against a real `mlflow server`, the writer against a fake one for the
+//! failure answers, outages, signals, stale runs and `pretext sync`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pretext::store::{MetricPoint, RunStatus, Store};
+use pretext::tracking::Tracker;
+use pretext::tracking::client::Client;
+use pretext::tracking::writer::{MlflowTracker, RunStart};
+use serde_json::Value;
+
+use crate::common::{SMALL_AUTOENCODER, library, pretext, repo_root, text, write_spec};
+use crate::mlflow_server::{FakeServer, MlflowServer, Received, free_port, mlflow_answer, target};
+
+fn run_id(stdout: &str) -> String {
+    stdout.split_whitespace().nth(1).expect("the summary starts with `run ID`").to_owned()
+}
+
+fn mlflow_args(uri: &str) -> [String; 2] {
+    ["tracking.backend=\"mlflow\"".to_owned(), format!("tracking.uri=\"{uri}\"")]
+}
+
+/// The MLflow run recorded for a local run, from its `state.json`.
+fn remote_run_id(run_root: &Path, local: &str) -> String {
+    let state = std::fs::read_to_string(run_root.join(local).join("mlflow/state.json"))
+        .expect("the run has an MLflow state");
+    serde_json::from_str::<Value>(&state).unwrap()["run_id"].as_str().unwrap().to_owned()
+}
+
+fn remote_run(client: &Client, run: &str) -> Value {
+    client.get_run(run).expect("runs/get")["run"].clone()
+}
+
+fn pairs(run: &Value, field: &str) -> HashMap<String, String> {
+    run["data"][field]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|entry| {
+                    (
+                        entry["key"].as_str().unwrap().to_owned(),
+                        entry["value"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every (step, value bits) of every metric, sorted, from the local store.
+fn local_points(run_root: &Path, run: &str) -> HashMap<String, Vec<(i64, u64)>> {
+    let store = Store::open(run_root).unwrap();
+    let mut points: HashMap<String, Vec<(i64, u64)>> = HashMap::new();
+    for point in store.metrics(run).unwrap() {
+        points.entry(point.key).or_default().push((point.step as i64, point.value.to_bits()));
+    }
+    points.values_mut().for_each(|list| list.sort_unstable());
+    points
+}
+
+/// The same from the server, for the keys in `keys`.
+fn remote_points(
+    client: &Client,
+    run: &str,
+    keys: impl Iterator<Item = String>,
+) -> HashMap<String, Vec<(i64, u64)>> {
+    let mut points = HashMap::new();
+    for key in keys {
+        let mut list: Vec<(i64, u64)> = client
+            .metric_history(run, &key)
+            .unwrap()
+            .into_iter()
+            .map(|metric| (metric.step, metric.value.to_bits()))
+            .collect();
+        list.sort_unstable();
+        points.insert(key, list);
+    }
+    points
+}
+
+/// Compares point sets key by key, naming the first difference rather than printing them all.
+fn assert_same_points(
+    received: &HashMap<String, Vec<(i64, u64)>>,
+    expected: &HashMap<String, Vec<(i64, u64)>>,
+) {
+    assert_eq!(received.len(), expected.len(), "metric keys differ");
+    for (key, points) in expected {
+        let got = &received[key];
+        assert_eq!(
+            got.len(),
+            points.len(),
+            "{key}: {} points on the server, {} logged",
+            got.len(),
+            points.len()
+        );
+        if let Some(index) = (0..points.len()).find(|&index| got[index] != points[index]) {
+            panic!(
+                "{key}: point {index} is (step {}, {}) on the server, (step {}, {}) logged",
+                got[index].0,
+                f64::from_bits(got[index].1),
+                points[index].0,
+                f64::from_bits(points[index].1)
+            );
+        }
+    }
+}
+
+fn wait_with_output(child: Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    while !waiter.is_finished() {
+        assert!(started.elapsed() < limit, "pretext (pid {pid}) still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    waiter.join().unwrap()
+}
+
+fn start_tracker(uri: &str, run_dir: &Path, local: &str, budget: Duration) -> MlflowTracker {
+    let target = pretext::tracking::MlflowTarget { retry_budget: budget, ..target(uri) };
+    let run = RunStart {
+        local_run_id: local.to_owned(),
+        run_name: "writer".to_owned(),
+        start_time: 1,
+        tags: pretext::tracking::system_tags(local, "spec.toml", None),
+    };
+    MlflowTracker::start(&target, run_dir, run).expect("writer starts")
+}
+
+fn point(key: &str, value: f64, step: u64) -> MetricPoint {
+    MetricPoint { key: key.to_owned(), value, step, timestamp: 1000 + step as i64 }
+}
+
+#[test]
+fn main_experiment_recorded_on_server() {
+    let Some(server) = MlflowServer::start() else { return };
+    let run_root = tempfile::tempdir().unwrap();
+    let spec = repo_root().join("experiments/digits-autoencoder.toml");
+    let output = pretext(run_root.path())
+        .arg("run")
+        .arg(&spec)
+        .arg("trainer.epochs=2")
+        .args(mlflow_args(&server.uri))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("not delivered"), "{stderr}");
+    let local = run_id(&stdout);
+    let remote = remote_run_id(run_root.path(), &local);
+    let client = server.client();
+
+    let run = remote_run(&client, &remote);
+    assert_eq!(run["info"]["status"], "FINISHED", "{run}");
+    assert!(run["info"]["end_time"].as_i64().is_some(), "{run}");
+    assert_eq!(run["info"]["run_name"], "digits-autoencoder");
+    let experiment = client.experiment_id("digits-autoencoder").unwrap();
+    assert_eq!(run["info"]["experiment_id"].as_str(), Some(experiment.as_str()));
+
+    let store = Store::open(run_root.path()).unwrap();
+    let params = pairs(&run, "params");
+    let local_params = store.params(&local).unwrap();
+    assert_eq!(params.len(), local_params.len(), "{params:?}");
+    for (key, value) in &local_params {
+        assert_eq!(params.get(key), Some(value), "param {key}");
+    }
+    let tags = pairs(&run, "tags");
+    for (key, value) in store.tags(&local).unwrap() {
+        assert_eq!(tags.get(&key), Some(&value), "tag {key}");
+    }
+    for key in ["mlflow.runName", "mlflow.user", "mlflow.source.name", "mlflow.source.type"] {
+        assert!(tags.contains_key(key), "system tag {key} missing in {tags:?}");
+    }
+    assert_eq!(tags["mlflow.source.type"], "LOCAL");
+    assert_eq!(tags.get("mlflow.source.git.commit"), tags.get("pretext.git_commit"));
+    assert_eq!(tags["pretext.run_id"], local);
+
+    let expected = local_points(run_root.path(), &local);
+    assert!(expected.contains_key("train/loss"), "{:?}", expected.keys());
+    assert!(expected.contains_key("linear_probe/accuracy"));
+    assert_same_points(&remote_points(&client, &remote, expected.keys().cloned()), &expected);
+
+    let root: Vec<String> =
+        client.list_artifacts(&remote, "").unwrap().into_iter().map(|(path, _)| path).collect();
+    for name in ["spec.toml", "checkpoint.safetensors", "run.log", "artifacts"] {
+        assert!(root.iter().any(|path| path == name), "artifact {name} missing in {root:?}");
+    }
+    let plots = client.list_artifacts(&remote, "artifacts/latent_plot").unwrap();
+    assert!(plots.iter().any(|(path, _)| path == "artifacts/latent_plot/latent.png"), "{plots:?}");
+    assert!(!Path::new(&run_root.path().join(&local).join("mlflow/spool.jsonl")).exists());
+}
+
+#[test]
+fn non_finite_metrics_reach_server() {
+    let Some(server) = MlflowServer::start() else { return };
+    let run_dir = tempfile::tempdir().unwrap();
+    let mut tracker =
+        start_tracker(&server.uri, run_dir.path(), "nonfinite", Duration::from_secs(30));
+    let points = [point("m", f64::NAN, 1), point("m", f64::INFINITY, 2), point("m", 0.25, 3)];
+    tracker.log_metrics(&points).unwrap();
+    let report = tracker.finish(RunStatus::Finished, 5000);
+    assert!(report.complete, "{report:?}");
+    let history =
+        server.client().metric_history(report.remote_run_id.as_ref().unwrap(), "m").unwrap();
+    let by_step: HashMap<i64, f64> =
+        history.iter().map(|metric| (metric.step, metric.value)).collect();
+    assert_eq!(history.len(), 3);
+    assert!(by_step[&1].is_nan(), "{history:?}");
+    // NOTE: MLflow's SQL store (3.17.2) cannot keep infinities and stores +inf as the largest
+    // double, so that is what any client reads back.
+    assert_eq!(by_step[&2], f64::MAX, "{history:?}");
+    assert_eq!(by_step[&3], 0.25);
+}
+
+#[test]
+fn wide_step_within_batch_limits() {
+    let Some(server) = MlflowServer::start() else { return };
+    let run_dir = tempfile::tempdir().unwrap();
+    let mut tracker = start_tracker(&server.uri, run_dir.path(), "wide", Duration::from_secs(30));
+    let params: Vec<(String, String)> =
+        (0..250).map(|index| (format!("param_{index:03}"), format!("value {index}"))).collect();
+    tracker.log_params(&params).unwrap();
+    tracker.log_params(&[("long".to_owned(), "x".repeat(6000))]).unwrap();
+    let points: Vec<MetricPoint> =
+        (0..1500).map(|index| point(&format!("metric_{index:04}"), index as f64, 7)).collect();
+    tracker.log_metrics(&points).unwrap();
+    let report = tracker.finish(RunStatus::Finished, 5000);
+    assert!(report.complete, "{report:?}");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let run = remote_run(&server.client(), report.remote_run_id.as_ref().unwrap());
+    let remote_params = pairs(&run, "params");
+    assert_eq!(remote_params.len(), 251);
+    assert_eq!(remote_params["param_249"], "value 249");
+    assert_eq!(remote_params["long"].len(), 6000, "a value at the limit is accepted");
+    let metrics = run["data"]["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 1500);
+    assert!(metrics.iter().all(|metric| metric["step"] == 7));
+}
+
+#[test]
+fn param_value_over_limit_rejected_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "small.toml", SMALL_AUTOENCODER);
+    let at_limit = format!("name=\"{}\"", "n".repeat(6000));
+    let over_limit = format!("name=\"{}\"", "n".repeat(6001));
+    let accepted = pretext(dir.path())
+        .args(["run"])
+        .arg(&spec)
+        .args(["trainer.epochs=0", &at_limit])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&accepted);
+    assert!(accepted.status.success(), "{stdout}\n{stderr}");
+
+    let port = free_port();
+    let rejected = pretext(dir.path())
+        .args(["run"])
+        .arg(&spec)
+        .arg(&over_limit)
+        .args(mlflow_args(&format!("http://127.0.0.1:{port}")))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&rejected);
+    assert_eq!(rejected.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stderr.contains("parameter `name` has a value of 6001 characters"), "{stderr}");
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.list_runs().unwrap().len(), 1, "the rejected spec recorded no run");
+}
+
+fn log_batch_points(requests: &[Received]) -> Vec<(String, i64)> {
+    let mut points = Vec::new();
+    for request in requests {
+        let body: Value = serde_json::from_str(&request.body).unwrap();
+        for metric in body["metrics"].as_array().into_iter().flatten() {
+            points.push((
+                metric["key"].as_str().unwrap().to_owned(),
+                metric["step"].as_i64().unwrap(),
+            ));
+        }
+    }
+    points.sort();
+    points
+}
+
+#[test]
+fn too_many_requests_retried_until_ok() {
+    let server = FakeServer::start(Box::new(|index, request| {
+        if index < 3 {
+            (429, r#"{"message":"slow down"}"#.to_owned())
+        } else {
+            mlflow_answer(request)
+        }
+    }));
+    let run_dir = tempfile::tempdir().unwrap();
+    let mut tracker = start_tracker(&server.uri, run_dir.path(), "retry", Duration::from_secs(30));
+    let points: Vec<MetricPoint> = (0..50).map(|step| point("loss", 0.5, step)).collect();
+    tracker.log_metrics(&points).unwrap();
+    let report = tracker.finish(RunStatus::Finished, 5000);
+    assert!(report.complete, "{report:?}");
+    let sent = log_batch_points(&server.requests("runs/log-batch"));
+    let expected: Vec<(String, i64)> = (0..50).map(|step| ("loss".to_owned(), step)).collect();
+    assert_eq!(sent, expected, "every point once");
+    assert_eq!(server.requests("runs/update").len(), 1);
+}
+
+#[test]
+fn too_many_requests_forever_keeps_spool() {
+    let server = FakeServer::start(Box::new(|_, _| (429, r#"{"message":"busy"}"#.to_owned())));
+    let run_dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut tracker = start_tracker(&server.uri, run_dir.path(), "busy", Duration::from_secs(2));
+    tracker.log_metrics(&[point("loss", 1.0, 0)]).unwrap();
+    let report = tracker.finish(RunStatus::Finished, 5000);
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(!report.complete);
+    assert_eq!(report.pending, 3, "creation, batch and end wait in the spool");
+    assert!(report.errors[0].contains("still failing"), "{:?}", report.errors);
+    let spool = std::fs::read_to_string(run_dir.path().join("mlflow/spool.jsonl")).unwrap();
+    assert_eq!(spool.lines().count(), 3, "{spool}");
+    let attempts = server.requests("").len();
+    assert!((2..=20).contains(&attempts), "{attempts} attempts in a 2 s budget");
+}
+
+#[test]
+fn bad_request_not_retried() {
+    let server = FakeServer::start(Box::new(|_, request| {
+        if request.path.ends_with("runs/log-batch") {
+            (400, r#"{"error_code":"INVALID_PARAMETER_VALUE","message":"Invalid value for metric 'loss'"}"#.to_owned())
+        } else {
+            mlflow_answer(request)
+        }
+    }));
+    let run_dir = tempfile::tempdir().unwrap();
+    let mut tracker = start_tracker(&server.uri, run_dir.path(), "bad", Duration::from_secs(30));
+    tracker.log_metrics(&[point("loss", 1.0, 0)]).unwrap();
+    let report = tracker.finish(RunStatus::Finished, 5000);
+    assert_eq!(server.requests("runs/log-batch").len(), 1, "a 400 is not retried");
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(report.errors[0].contains("Invalid value for metric 'loss'"), "{:?}", report.errors);
+    assert!(report.errors[0].contains("metric `loss`"), "{:?}", report.errors);
+    assert_eq!(server.requests("runs/update").len(), 1, "the run still ends");
+}
+
+fn long_run(run_root: &Path, uri: &str, epochs: u32) -> Child {
+    let spec = write_spec(run_root, "long.toml", SMALL_AUTOENCODER);
+    pretext(run_root)
+        .arg("run")
+        .arg(&spec)
+        .arg(format!("trainer.epochs={epochs}"))
+        .arg("trainer.log_every=1")
+        .args(mlflow_args(uri))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn server_outage_loses_and_duplicates_nothing() {
+    let Some(mut server) = MlflowServer::start() else { return };
+    let run_root = tempfile::tempdir().unwrap();
+    let child = long_run(run_root.path(), &server.uri, 30);
+    std::thread::sleep(Duration::from_secs(3));
+    server.kill();
+    std::thread::sleep(Duration::from_secs(10));
+    server.resume();
+    let output = wait_with_output(child, Duration::from_secs(300));
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("not delivered"), "{stderr}");
+    let local = run_id(&stdout);
+    let remote = remote_run_id(run_root.path(), &local);
+    let client = server.client();
+    assert_eq!(remote_run(&client, &remote)["info"]["status"], "FINISHED");
+    let expected = local_points(run_root.path(), &local);
+    let count: usize = expected.values().map(Vec::len).sum();
+    assert!(count > 500, "{count} points");
+    assert_same_points(&remote_points(&client, &remote, expected.keys().cloned()), &expected);
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: `kill` with the pid of our own child and a standard signal has no memory effects.
+    let sent = unsafe { libc::kill(child.id() as i32, signal) };
+    assert_eq!(sent, 0);
+}
+
+#[test]
+fn sigterm_ends_server_run_killed() {
+    let Some(server) = MlflowServer::start() else { return };
+    let run_root = tempfile::tempdir().unwrap();
+    let child = long_run(run_root.path(), &server.uri, 100_000);
+    std::thread::sleep(Duration::from_secs(4));
+    signal(&child, libc::SIGTERM);
+    let output = wait_with_output(child, Duration::from_secs(120));
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    let local = run_id(&stdout);
+    let run = remote_run(&server.client(), &remote_run_id(run_root.path(), &local));
+    assert_eq!(run["info"]["status"], "KILLED", "{run}");
+    assert!(run["info"]["end_time"].as_i64().is_some(), "{run}");
+}
+
+#[test]
+fn panicking_plugin_fails_server_run() {
+    let Some(server) = MlflowServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        library("libfixture_panicking_plugin.so"),
+        plugins.path().join("libfixture_panicking_plugin.so"),
+    )
+    .unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "panics.toml",
+        "[dataset]\nplugin = \"digits\"\n[encoder]\nplugin = \"mlp\"\n[objective]\nplugin = \"panicking_objective\"\npanic_at_step = 3\n[trainer]\nepochs = 1\n",
+    );
+    let output = pretext(dir.path())
+        .env("PRETEXT_PLUGIN_PATH", plugins.path())
+        .arg("run")
+        .arg(&spec)
+        .args(mlflow_args(&server.uri))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    let run = remote_run(&server.client(), &remote_run_id(dir.path(), &run_id(&stdout)));
+    assert_eq!(run["info"]["status"], "FAILED", "{run}");
+    assert!(run["info"]["end_time"].as_i64().is_some(), "{run}");
+}
+
+#[test]
+fn sigkilled_run_marked_on_next_start() {
+    let Some(server) = MlflowServer::start() else { return };
+    let run_root = tempfile::tempdir().unwrap();
+    let child = long_run(run_root.path(), &server.uri, 100_000);
+    std::thread::sleep(Duration::from_secs(5));
+    signal(&child, libc::SIGKILL);
+    let output = wait_with_output(child, Duration::from_secs(30));
+    assert_eq!(output.status.code(), None, "killed by a signal");
+    let store = Store::open(run_root.path()).unwrap();
+    let runs = store.list_runs().unwrap();
+    assert_eq!(runs[0].status, "RUNNING");
+    let local = runs[0].id.clone();
+    let remote = remote_run_id(run_root.path(), &local);
+    assert_eq!(remote_run(&server.client(), &remote)["info"]["status"], "RUNNING");
+
+    let next = pretext(run_root.path()).arg("sync").arg(&local).output().unwrap();
+    let (stdout, stderr) = text(&next);
+    assert!(stdout.contains(&format!("marked run {local} FAILED")), "{stdout}\n{stderr}");
+    let row = store.find_run(&local).unwrap();
+    assert_eq!(row.status, "FAILED");
+    assert!(row.end_time.is_some());
+    assert!(store.run_error(&local).unwrap().unwrap().contains("SIGKILL"));
+    let run = remote_run(&server.client(), &remote);
+    assert_eq!(run["info"]["status"], "FAILED", "{run}");
+    assert!(run["info"]["end_time"].as_i64().is_some(), "{run}");
+}
+
+#[test]
+fn sync_sends_local_and_spooled_runs_once() {
+    let Some(server) = MlflowServer::start() else { return };
+    let run_root = tempfile::tempdir().unwrap();
+    let spec = write_spec(run_root.path(), "small.toml", SMALL_AUTOENCODER);
+    let local_only = pretext(run_root.path()).arg("run").arg(&spec).output().unwrap();
+    let (stdout, stderr) = text(&local_only);
+    assert!(local_only.status.success(), "{stderr}");
+    let local = run_id(&stdout);
+    assert!(
+        !run_root.path().join(&local).join("mlflow").exists(),
+        "the local backend has no spool"
+    );
+
+    // A run whose server is down for the whole run leaves its spool.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let spooled_run = pretext(run_root.path())
+        .arg("run")
+        .arg(&spec)
+        .args(mlflow_args(&down))
+        .arg("tracking.retry_seconds=1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&spooled_run);
+    assert!(spooled_run.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("pretext sync"), "{stderr}");
+    let spooled = run_id(&stdout);
+    assert!(run_root.path().join(&spooled).join("mlflow/spool.jsonl").exists());
+
+    let first =
+        pretext(run_root.path()).args(["sync", &local, "--uri", &server.uri]).output().unwrap();
+    let (stdout, stderr) = text(&first);
+    assert!(first.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("complete"), "{stdout}");
+    let again =
+        pretext(run_root.path()).args(["sync", &local, "--uri", &server.uri]).output().unwrap();
+    let (stdout, _) = text(&again);
+    assert!(stdout.contains("nothing sent"), "{stdout}");
+
+    let client = server.client();
+    let store = Store::open(run_root.path()).unwrap();
+    let (remote, complete) = store.mlflow_run(&local, &server.uri).unwrap().unwrap();
+    assert!(complete);
+    let run = remote_run(&client, &remote);
+    assert_eq!(run["info"]["status"], "FINISHED");
+    assert_eq!(pairs(&run, "params").len(), store.params(&local).unwrap().len());
+    let expected = local_points(run_root.path(), &local);
+    assert_same_points(&remote_points(&client, &remote, expected.keys().cloned()), &expected);
+
+    // The spooled run's server comes up (here: a new port, so the spool's URI is rewritten).
+    let spool_path = run_root.path().join(&spooled).join("mlflow/spool.jsonl");
+    let spool = std::fs::read_to_string(&spool_path).unwrap().replace(&down, &server.uri);
+    std::fs::write(&spool_path, spool).unwrap();
+    let output = pretext(run_root.path()).args(["sync", &spooled]).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("complete"), "{stdout}");
+    assert!(!spool_path.exists(), "a delivered spool is removed");
+    let output = pretext(run_root.path()).args(["sync", &spooled]).output().unwrap();
+    let (stdout, _) = text(&output);
+    assert!(stdout.contains("nothing sent"), "{stdout}");
+    let (remote, _) = store.mlflow_run(&spooled, &server.uri).unwrap().unwrap();
+    let expected = local_points(run_root.path(), &spooled);
+    assert_same_points(&remote_points(&client, &remote, expected.keys().cloned()), &expected);
+    assert_eq!(remote_run(&client, &remote)["info"]["status"], "FINISHED");
+}
