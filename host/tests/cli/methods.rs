@@ -139,9 +139,10 @@ fn masked_tokens_beat_unigram_baseline() {
     let run_root = tempfile::tempdir().unwrap();
     let spec = repo_root().join("experiments/text-masked-modeling.toml");
     let output = pretext(run_root.path())
+        .current_dir(repo_root())
         .arg("run")
         .arg(&spec)
-        .args(["trainer.threads=1", "trainer.epochs=3"])
+        .args(["trainer.threads=1", "trainer.epochs=10"])
         .output()
         .unwrap();
     let (stdout, stderr) = text(&output);
