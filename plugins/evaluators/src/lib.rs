@@ -12,6 +12,7 @@ pub mod charts;
 pub mod cluster_metrics;
 pub mod clustering;
 pub mod data;
+pub mod image_grid;
 pub mod kmeans;
 pub mod knn;
 pub mod label_efficiency;
@@ -34,6 +35,7 @@ mod reference_tests;
 mod testing;
 
 pub use anomaly::Anomaly;
+pub use image_grid::ImageGrid;
 pub use kmeans::KMeans;
 pub use knn::Knn;
 pub use latent_plot::LatentPlot;
@@ -47,6 +49,7 @@ pretext_plugin_api::export_plugins![
     evaluator(Knn),
     evaluator(KMeans),
     evaluator(Anomaly),
+    evaluator(ImageGrid),
 ];
 
 #[cfg(test)]
@@ -64,6 +67,7 @@ mod tests {
             Knn::describe(),
             KMeans::describe(),
             Anomaly::describe(),
+            ImageGrid::describe(),
         ];
         for description in descriptions {
             let info = description.into_info(PluginKind::Evaluator);
