@@ -304,16 +304,15 @@ mod tests {
 
     #[test]
     fn shapes_that_are_images() {
-        let cases: [(&[i64], (usize, usize, usize)); 4] = [
-            (&[1, 8, 8], (1, 8, 8)),
-            (&[3, 4, 5], (3, 4, 5)),
-            (&[6, 7], (1, 6, 7)),
-            (&[64], (1, 8, 8)),
+        let image = |channels, height, width| ImageShape { channels, height, width };
+        let cases = [
+            (vec![1, 8, 8], image(1, 8, 8)),
+            (vec![3, 4, 5], image(3, 4, 5)),
+            (vec![6, 7], image(1, 6, 7)),
+            (vec![64], image(1, 8, 8)),
         ];
-        for (shape, (channels, height, width)) in cases {
-            let image = ImageShape::of(&info_with_shape(shape)).unwrap();
-
-            assert_eq!(image, ImageShape { channels, height, width }, "{shape:?}");
+        for (shape, expected) in cases {
+            assert_eq!(ImageShape::of(&info_with_shape(&shape)).unwrap(), expected, "{shape:?}");
         }
     }
 
