@@ -281,7 +281,7 @@ mod tests {
         Params::new(values)
     }
 
-    /// Eight samples of shape [1, 2, 2]: sample `i` holds `i, i + 0.25, i + 0.5, i + 0.75`.
+    /// Eight samples of shape [1, 2, 2]: sample `i` contains `i, i + 0.25, i + 0.5, i + 0.75`.
     fn samples_bytes() -> Vec<u8> {
         let values: Vec<f32> = (0..32).map(|i| (i / 4) as f32 + (i % 4) as f32 * 0.25).collect();
         npy_bytes("<f4", &[8, 1, 2, 2], &f32_bytes(&values))

@@ -144,8 +144,9 @@ fn clean(field: &str) -> &str {
 /// # Errors
 ///
 /// Fails on a row whose field count differs from the first row's, a feature field that is not
-/// a finite number, an empty label, a label column that the header lacks (or a label column
-/// without a header), and a file with no data rows. Messages name the line and the column.
+/// a finite number, or an empty label. Fails too when the label column is missing from the
+/// header or there is no header, and when there are no data rows. Messages name the line and
+/// the column.
 pub fn parse_csv(name: &str, text: &str, options: &CsvOptions) -> Result<CsvTable> {
     let mut lines = text
         .lines()

@@ -1,6 +1,6 @@
-//! Built-in datasets: the real 8x8 handwritten digits and the tabular `breast_cancer` and `wine`;
-//! the synthetic `moons`, `blobs` and `swiss_roll`; and readers of files that a user brings:
-//! `npy`, `npz`, `csv`, `idx` and `text`.
+//! Built-in datasets. The real ones are the 8x8 handwritten digits and the tabular
+//! `breast_cancer` and `wine`. The synthetic ones are `moons`, `blobs` and `swiss_roll`. The
+//! readers of files that a user brings are `npy`, `npz`, `csv`, `idx` and `text`.
 //!
 //! Every dataset serves batches by index. All but `npy` and `npz` keep their samples in memory.
 //! Those two read the requested rows from the file per batch. The train/test split is

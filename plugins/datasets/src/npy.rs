@@ -41,7 +41,24 @@ impl DType {
         }
     }
 
-    /// True for the integer and boolean types, which can hold labels.
+    /// NumPy's name of the type, such as `float32`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::Bool => "bool",
+            DType::U8 => "uint8",
+            DType::I8 => "int8",
+            DType::U16 => "uint16",
+            DType::I16 => "int16",
+            DType::U32 => "uint32",
+            DType::I32 => "int32",
+            DType::U64 => "uint64",
+            DType::I64 => "int64",
+            DType::F32 => "float32",
+            DType::F64 => "float64",
+        }
+    }
+
+    /// True for the integer and boolean types, which can be labels.
     pub fn is_integer(self) -> bool {
         !matches!(self, DType::F32 | DType::F64)
     }
@@ -219,7 +236,7 @@ fn element(bytes: &[u8], dtype: DType, endian: Endian) -> f64 {
     }
 }
 
-/// Where an array's bytes live: a region of a file read on demand, or bytes in memory.
+/// The storage of an array's bytes: a region of a file read on demand, or bytes in memory.
 #[derive(Debug)]
 pub enum ArrayBytes {
     File { file: File, offset: u64 },
@@ -323,9 +340,9 @@ impl NpyArray {
     pub fn read_labels(&self) -> Result<Vec<i64>> {
         ensure!(
             self.header.dtype.is_integer(),
-            "{}: labels must have an integer dtype, found {:?}",
+            "{}: labels must have an integer dtype, found {}",
             self.name,
-            self.header.dtype
+            self.header.dtype.name()
         );
         ensure!(
             self.header.shape.len() == 1,
@@ -352,10 +369,10 @@ fn check_length(name: &str, header: &NpyHeader, available: u64) -> Result<()> {
     let expected = header.data_offset + header.data_bytes();
     ensure!(
         available >= expected,
-        "{name}: expected {} bytes of {:?} data for shape {:?} after the {}-byte header, found {} \
+        "{name}: expected {} bytes of {} data for shape {:?} after the {}-byte header, found {} \
          (the file is truncated)",
         header.data_bytes(),
-        header.dtype,
+        header.dtype.name(),
         header.shape,
         header.data_offset,
         available.saturating_sub(header.data_offset)
@@ -447,7 +464,7 @@ pub(crate) mod tests {
 
         assert_eq!(
             error.message(),
-            "a.npy: expected 48 bytes of F32 data for shape [4, 3] after the 128-byte header, \
+            "a.npy: expected 48 bytes of float32 data for shape [4, 3] after the 128-byte header, \
              found 20 (the file is truncated)"
         );
     }
@@ -459,7 +476,7 @@ pub(crate) mod tests {
 
         let error = array.read_labels().unwrap_err();
 
-        assert_eq!(error.message(), "y.npy: labels must have an integer dtype, found F32");
+        assert_eq!(error.message(), "y.npy: labels must have an integer dtype, found float32");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::ranking::{average_precision, roc_auc};
 /// Number of test samples reconstructed per call to the objective.
 const BATCH_SIZE: usize = 256;
 
-/// How a test sample's anomaly score is computed.
+/// The anomaly score of a test sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Score {
     KnnDistance,

@@ -17,7 +17,7 @@ use pretext_plugin_api::{
 use crate::data;
 use crate::neighbours::{Neighbours, nearest_by_cosine};
 
-/// How the neighbours' votes are weighted.
+/// The weighting of the neighbours' votes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Weights {
     Uniform,
