@@ -99,10 +99,11 @@ impl Store {
         let host = host_name();
         let mut stale = Vec::new();
         for run in self.list_runs()?.into_iter().filter(|run| run.status == "RUNNING") {
-            if let Some(process) = self.process(&run.id)? {
-                if process.host == host && !process.is_alive() {
-                    stale.push((run, process));
-                }
+            if let Some(process) = self.process(&run.id)?
+                && process.host == host
+                && !process.is_alive()
+            {
+                stale.push((run, process));
             }
         }
         Ok(stale)

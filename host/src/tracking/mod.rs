@@ -83,15 +83,10 @@ impl Trackers<'_> {
             return Ok(None);
         };
         let report = mlflow.finish(status, crate::store::now_millis());
-        if report.complete {
-            if let Some(remote_id) = &report.remote_run_id {
-                self.local.store.record_mlflow_run(
-                    &self.local.run_id,
-                    &report.uri,
-                    remote_id,
-                    true,
-                )?;
-            }
+        if report.complete
+            && let Some(remote_id) = &report.remote_run_id
+        {
+            self.local.store.record_mlflow_run(&self.local.run_id, &report.uri, remote_id, true)?;
         }
         Ok(Some(report))
     }
@@ -178,10 +173,10 @@ pub fn run_artifacts(run_dir: &Path) -> Vec<(std::path::PathBuf, String)> {
             };
             if kind.is_dir() {
                 folders.push(path);
-            } else if kind.is_file() {
-                if let Ok(relative) = path.strip_prefix(run_dir) {
-                    found.push((path.clone(), relative.display().to_string()));
-                }
+            } else if kind.is_file()
+                && let Ok(relative) = path.strip_prefix(run_dir)
+            {
+                found.push((path.clone(), relative.display().to_string()));
             }
         }
     }

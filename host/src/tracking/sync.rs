@@ -15,7 +15,7 @@ use super::writer::{Delivery, WriterReport};
 use super::{run_artifacts, system_tags};
 use crate::store::{RunRow, RunStatus, Store, StoreError};
 
-/// Where `pretext sync` sends runs that have no spool yet.
+/// Settings of `pretext sync` for runs that have no spool yet.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
     /// Server for runs without a spool; each spooled run goes to the server it names.
@@ -27,7 +27,7 @@ pub struct SyncOptions {
     pub request_timeout: Duration,
 }
 
-/// What sync did with one run.
+/// The result of syncing one run.
 #[derive(Debug)]
 pub enum SyncOutcome {
     /// Delivered earlier; nothing was sent.

@@ -1,11 +1,11 @@
-//! Which MLflow server a run goes to: the `[tracking]` table first, then MLflow's environment
-//! variables.
+//! Resolution of the MLflow server a run goes to: the `[tracking]` table first, then MLflow's
+//! environment variables.
 
 use std::time::Duration;
 
 use crate::spec::Experiment;
 
-/// How requests authenticate, from `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME` and
+/// Request credentials, from `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME` and
 /// `MLFLOW_TRACKING_PASSWORD`. `Debug` prints no secret.
 #[derive(Clone, Default)]
 pub enum Credentials {

@@ -20,12 +20,12 @@ use super::spool::{Entry, RemoteState, Spool, read_state, write_state};
 use super::target::MlflowTarget;
 use crate::store::{MetricPoint, RunStatus, StoreError};
 
-/// Longest wait between two attempts at one request.
+/// Maximum wait between two attempts at one request.
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// First wait after a failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
-/// What the writer did, for the run summary and `pretext sync`.
+/// The writer's delivery summary, for the run summary and `pretext sync`.
 #[derive(Debug, Clone)]
 pub struct WriterReport {
     pub uri: String,
@@ -42,7 +42,7 @@ pub struct WriterReport {
     pub spool_dir: PathBuf,
 }
 
-/// What one delivery attempt did.
+/// The result of one delivery attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// A request was sent (or rejected for good) and acknowledged.
@@ -209,7 +209,7 @@ impl Delivery {
         tags: &[Pair],
     ) -> Result<RemoteState, RequestError> {
         let experiment_id = self.client.experiment_id(experiment)?;
-        // A run created by an attempt whose answer was lost carries our tag: reuse it.
+        // A run created by an attempt whose response was lost carries our tag, so reuse it.
         let info = match self.client.find_run(&experiment_id, local_run_id)? {
             Some(info) => info,
             None => self.client.create_run(&experiment_id, run_name, start_time, tags)?,
@@ -294,10 +294,8 @@ impl Delivery {
         let pending = self.queue.len();
         let complete = pending == 0 && !self.given_up && self.spool.is_drained();
         let spool_dir = self.spool.dir().to_path_buf();
-        if complete {
-            if let Err(error) = self.spool.remove() {
-                tracing::warn!("cannot remove the delivered spool: {error}");
-            }
+        if complete && let Err(error) = self.spool.remove() {
+            tracing::warn!("cannot remove the delivered spool: {error}");
         }
         WriterReport {
             uri: self.uri,
@@ -343,7 +341,7 @@ fn describe_record(record: &Record, message: &str) -> String {
     }
 }
 
-/// What the tracker hands the writer thread.
+/// A message from the tracker to the writer thread.
 enum Message {
     Params(Vec<(String, String)>),
     Tags(Vec<(String, String)>),
@@ -353,7 +351,8 @@ enum Message {
     Finish,
 }
 
-/// The MLflow side of a run: queues records for the writer thread and never blocks on the network.
+/// The MLflow side of a run. It queues records on an unbounded channel for the writer thread,
+/// so logging never blocks on the network.
 pub struct MlflowTracker {
     sender: Sender<Message>,
     handle: Option<JoinHandle<WriterReport>>,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pretext::tracking::client::Client;
 use pretext::tracking::{Credentials, MlflowTarget};
 
-/// How long a fresh server may take to answer `/health`.
+/// Maximum time a fresh server may take to respond to `/health`.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The `mlflow` executable of `PRETEXT_PYTHON`'s venv, when it is installed.
@@ -139,7 +139,7 @@ pub fn target(uri: &str) -> MlflowTarget {
     }
 }
 
-/// The status of a GET on loopback, or `None` when nothing answers.
+/// The status of a GET on loopback, or `None` when nothing responds.
 fn get_status(port: u16, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -157,7 +157,7 @@ pub struct Received {
     pub body: String,
 }
 
-/// How the fake server answers: status and JSON body for a request, given how many came before.
+/// The fake server's response function: status and JSON body for a request, given how many came before.
 pub type Responder = dyn Fn(usize, &Received) -> (u16, String) + Send + Sync;
 
 /// A fake MLflow server on loopback: one thread, one connection at a time, `Connection: close`.
@@ -214,10 +214,10 @@ fn serve_one(stream: TcpStream, log: &Mutex<Vec<Received>>, responder: &Responde
         if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
             break;
         }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap_or(0);
-            }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
         }
     }
     let mut body = vec![0u8; length];

@@ -1,5 +1,5 @@
 //! Tracking to MLflow: runs against a real `mlflow server`, the writer against a fake one for the
-//! failure answers, outages, signals, stale runs and `pretext sync`.
+//! failure responses, outages, signals, stale runs and `pretext sync`.
 
 use std::collections::HashMap;
 use std::path::Path;
