@@ -26,6 +26,20 @@ pub fn trainer_schema() -> Vec<ParamSpec> {
         Param::bool("shuffle", true, "reshuffle the train split every epoch"),
         Param::bool("drop_last", false, "skip the last batch of an epoch when it is smaller"),
         Param::int("threads", 0, "libtorch CPU threads; 0 keeps libtorch's default").min(0.0),
+        Param::int(
+            "prefetch",
+            2,
+            "batches read ahead on a background thread; 0 reads each batch when it is needed",
+        )
+        .min(0.0),
+        Param::int(
+            "checkpoint_every",
+            0,
+            "save a checkpoint every N steps and at each epoch end; 0 saves only the final one",
+        )
+        .min(0.0),
+        Param::int("keep_checkpoints", 3, "how many of the latest periodic checkpoints to keep")
+            .min(1.0),
         Param::string(
             "on_nan",
             "fail",

@@ -72,6 +72,12 @@ pub struct TrainerConfig {
     pub threads: usize,
     /// Skip a batch whose loss is not finite instead of failing the run.
     pub skip_non_finite: bool,
+    /// Batches read ahead on a background thread; 0 reads inline.
+    pub prefetch: usize,
+    /// Checkpoint every this many steps (and at each epoch end); 0 checkpoints only at the end.
+    pub checkpoint_every: u64,
+    /// Periodic checkpoints kept.
+    pub keep_checkpoints: usize,
 }
 
 /// The `[tracking]` table.
@@ -97,7 +103,8 @@ pub struct Experiment {
     pub tracking_params: Vec<(String, ParamValue)>,
 }
 
-const TOP_KEYS: [&str; 9] = [
+/// Top-level keys; `sweep` is checked by `crate::sweep`, not here.
+const TOP_KEYS: [&str; 10] = [
     "name",
     "seed",
     "plugin_paths",
@@ -107,6 +114,7 @@ const TOP_KEYS: [&str; 9] = [
     "evaluate",
     "trainer",
     "tracking",
+    "sweep",
 ];
 
 /// Reads `plugin_paths` before the plugins are loaded; relative paths are taken from the spec's
@@ -637,6 +645,9 @@ fn trainer_config(
         drop_last: bool_param(params, "drop_last"),
         threads: int_param(params, "threads").max(0) as usize,
         skip_non_finite: string_param(params, "on_nan") == "skip_batch",
+        prefetch: int_param(params, "prefetch").max(0) as usize,
+        checkpoint_every: int_param(params, "checkpoint_every").max(0) as u64,
+        keep_checkpoints: int_param(params, "keep_checkpoints").max(1) as usize,
     }
 }
 

@@ -10,9 +10,6 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::plugins::{DatasetInstance, PluginCallError};
 
-/// Batches kept ready ahead of the training loop.
-const PREFETCH_DEPTH: usize = 2;
-
 /// The sample order of one epoch: shuffled by the host's own generator, seeded from the
 /// experiment seed and the epoch, so that the order never depends on a plugin.
 pub fn epoch_order(len: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<i64> {
@@ -34,14 +31,53 @@ pub fn batches(order: &[i64], batch_size: usize, drop_last: bool) -> Vec<Vec<i64
         .collect()
 }
 
-/// Reads `batches` of the train split on a background thread, at most [`PREFETCH_DEPTH`] ahead.
-/// The thread stops when the receiver is dropped.
-pub fn prefetch<'scope>(
+/// The batches of one epoch, read inline or by a background thread.
+pub enum BatchSource<'scope> {
+    /// Each batch is read when the loop asks for it.
+    Inline { dataset: &'scope DatasetInstance, batches: std::vec::IntoIter<Vec<i64>> },
+    /// A scoped thread reads ahead; it stops when this is dropped.
+    Prefetch(Receiver<Result<Batch, PluginCallError>>, ScopedJoinHandle<'scope, ()>),
+}
+
+impl<'scope> BatchSource<'scope> {
+    /// Reads `batches` of the train split, `depth` batches ahead on a background thread, or
+    /// inline when `depth` is 0.
+    pub fn new(
+        scope: &'scope Scope<'scope, '_>,
+        dataset: &'scope DatasetInstance,
+        batches: Vec<Vec<i64>>,
+        depth: usize,
+    ) -> Self {
+        if depth == 0 {
+            return BatchSource::Inline { dataset, batches: batches.into_iter() };
+        }
+        let (receiver, handle) = prefetch(scope, dataset, batches, depth);
+        BatchSource::Prefetch(receiver, handle)
+    }
+}
+
+impl Iterator for BatchSource<'_> {
+    type Item = Result<Batch, PluginCallError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            BatchSource::Inline { dataset, batches } => {
+                batches.next().map(|indices| dataset.batch(Split::Train, &indices))
+            }
+            BatchSource::Prefetch(receiver, _) => receiver.recv().ok(),
+        }
+    }
+}
+
+/// Reads `batches` of the train split on a background thread, at most `depth` ahead. The thread
+/// stops when the receiver is dropped.
+fn prefetch<'scope>(
     scope: &'scope Scope<'scope, '_>,
     dataset: &'scope DatasetInstance,
     batches: Vec<Vec<i64>>,
+    depth: usize,
 ) -> (Receiver<Result<Batch, PluginCallError>>, ScopedJoinHandle<'scope, ()>) {
-    let (sender, receiver) = sync_channel(PREFETCH_DEPTH);
+    let (sender, receiver) = sync_channel(depth);
     let handle = scope.spawn(move || {
         for indices in batches {
             let batch = dataset.batch(Split::Train, &indices);
