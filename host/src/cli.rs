@@ -86,7 +86,59 @@ enum Command {
         #[arg(long, default_value_t = 60.0)]
         retry_seconds: f64,
     },
+    /// Run a sweep of trials over SPEC, resume one, or show its results.
+    Sweep(Box<SweepArgs>),
 }
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SweepArgs {
+    #[command(subcommand)]
+    command: Option<SweepCommand>,
+    /// Experiment spec (TOML), with an optional `[sweep]` table.
+    #[arg(required_unless_present = "resume")]
+    spec: Option<PathBuf>,
+    /// Overrides; `key=a,b` sweeps `key` over the values (quote a value that contains a comma,
+    /// as in `key='a,b'`), `key=a` sets it in every trial.
+    overrides: Vec<String>,
+    /// Continue the sweep in this folder: finished and pruned trials are kept, the others run.
+    #[arg(long, conflicts_with_all = ["spec", "overrides"])]
+    resume: Option<PathBuf>,
+    /// Sweep folder (default: sweeps/SPEC-NAME-TIME).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Target metric, such as `reconstruction/mse` (default: `[sweep] metric`).
+    #[arg(long)]
+    metric: Option<String>,
+    /// Maximize the target metric instead of minimizing it.
+    #[arg(long)]
+    maximize: bool,
+    /// Search strategy (default: `[sweep] strategy`, else grid).
+    #[arg(long, value_parser = ["grid", "random", "tpe"])]
+    strategy: Option<String>,
+    /// Number of trials for random search and TPE.
+    #[arg(long)]
+    trials: Option<u64>,
+    /// Trials that run at once.
+    #[arg(long)]
+    max_parallel: Option<usize>,
+    /// Where trials run.
+    #[arg(long, value_parser = ["local", "slurm"])]
+    launcher: Option<String>,
+    /// Seed of random search and TPE.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Preflight and list the trials without running them or creating a sweep folder.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Subcommand)]
+enum SweepCommand {
+    /// Print the ranked trials of a sweep folder and write its CSV and plot again.
+    Show { dir: PathBuf },
+}
+
 
 #[derive(Subcommand)]
 enum PluginsCommand {
@@ -141,6 +193,7 @@ pub fn main() -> ExitCode {
         Command::Embed { run, split, out, labels_out } => {
             embed_command(&cli.run_root, &run, &split, &out, labels_out.as_deref())
         }
+        Command::Sweep(args) => ExitCode::from(sweep_command(*args)),
     }
 }
 
@@ -604,4 +657,30 @@ fn new_plugin(
             ExitCode::from(EXIT_INVALID)
         }
     }
+}
+
+fn sweep_command(args: SweepArgs) -> u8 {
+    use pretext::sweep::{Direction, Launcher, Strategy, SweepRequest};
+    if let Some(SweepCommand::Show { dir }) = &args.command {
+        return pretext::sweep::show_command(dir);
+    }
+    let request = args.spec.map(|spec| SweepRequest {
+        spec,
+        arguments: args.overrides,
+        metric: args.metric,
+        direction: args.maximize.then_some(Direction::Maximize),
+        strategy: args.strategy.as_deref().map(|name| match name {
+            "random" => Strategy::Random,
+            "tpe" => Strategy::Tpe,
+            _ => Strategy::Grid,
+        }),
+        trials: args.trials,
+        seed: args.seed,
+        max_parallel: args.max_parallel,
+        launcher: args
+            .launcher
+            .as_deref()
+            .map(|name| if name == "slurm" { Launcher::Slurm } else { Launcher::Local }),
+    });
+    pretext::sweep::sweep_command(request, args.resume.as_deref(), args.dir, args.dry_run)
 }

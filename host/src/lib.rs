@@ -9,6 +9,7 @@ pub mod plugins;
 pub mod run;
 pub mod spec;
 pub mod store;
+pub mod sweep;
 pub mod template;
 pub mod tracking;
 pub mod train;

@@ -1,0 +1,3 @@
+//! Sweep throughput with 1 and 2 local workers.
+
+fn main() {}
