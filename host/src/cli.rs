@@ -39,9 +39,14 @@ enum Command {
     /// Train and evaluate the experiment in SPEC, recording the run.
     Run {
         /// Experiment spec (TOML).
-        spec: PathBuf,
+        #[arg(required_unless_present = "resume")]
+        spec: Option<PathBuf>,
         /// Overrides such as `trainer.lr=3e-4 encoder.latent=8`.
         overrides: Vec<String>,
+        /// Continue the FAILED or KILLED run with this id (or unique prefix) from its latest
+        /// checkpoint, with the spec it was started with.
+        #[arg(long, conflicts_with_all = ["spec", "overrides"])]
+        resume: Option<String>,
     },
     /// Check SPEC and run one tiny batch through the composed plugins, without recording a run.
     Validate { spec: PathBuf, overrides: Vec<String> },
@@ -139,7 +144,6 @@ enum SweepCommand {
     Show { dir: PathBuf },
 }
 
-
 #[derive(Subcommand)]
 enum PluginsCommand {
     /// Show a plugin's description and parameter schema.
@@ -177,7 +181,14 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run { spec, overrides } => run_command(&spec, &overrides, &cli.run_root),
+        Command::Run { resume: Some(run), .. } => resume_command(&run, &cli.run_root),
+        Command::Run { spec: Some(spec), overrides, resume: None } => {
+            run_command(&spec, &overrides, &cli.run_root)
+        }
+        Command::Run { spec: None, resume: None, .. } => {
+            eprintln!("error: give a spec to run, or --resume RUN");
+            ExitCode::from(EXIT_INVALID)
+        }
         Command::Validate { spec, overrides } => validate_command(&spec, &overrides),
         Command::Plugins { command } => plugins_command(command),
         Command::Runs { command } => runs_command(command, &cli.run_root),
@@ -216,9 +227,19 @@ fn run_command(spec_path: &Path, overrides: &[String], run_root: &Path) -> ExitC
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    let stop = stop_flag();
+    report_outcome(execute(&experiment, &registry, run_root, &stop))
+}
+
+fn resume_command(run: &str, run_root: &Path) -> ExitCode {
+    let stop = stop_flag();
+    report_outcome(pretext::run::resume(run_root, run, &stop))
+}
+
+/// A flag that the first SIGINT or SIGTERM sets, asking the run to stop and be recorded as
+/// KILLED; a second signal, while the first is still being handled, exits at once.
+fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
-    // The first SIGINT or SIGTERM asks the run to stop and be recorded as KILLED; a second one,
-    // while the first is still being handled, exits at once.
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let installed =
             signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
@@ -227,7 +248,11 @@ fn run_command(spec_path: &Path, overrides: &[String], run_root: &Path) -> ExitC
             tracing::warn!("cannot install the handler for signal {signal}: {error}");
         }
     }
-    match execute(&experiment, &registry, run_root, &stop) {
+    stop
+}
+
+fn report_outcome(result: Result<RunOutcome, pretext::run::RunSetupError>) -> ExitCode {
+    match result {
         Ok(outcome) => {
             print_summary(&outcome);
             if outcome.status == RunStatus::Finished {
@@ -238,7 +263,8 @@ fn run_command(spec_path: &Path, overrides: &[String], run_root: &Path) -> ExitC
         }
         Err(
             pretext::run::RunSetupError::Device(message)
-            | pretext::run::RunSetupError::Tracking(message),
+            | pretext::run::RunSetupError::Tracking(message)
+            | pretext::run::RunSetupError::Resume(message),
         ) => {
             eprintln!("error: {message}");
             ExitCode::from(EXIT_INVALID)

@@ -17,8 +17,9 @@ use crate::tracking::writer::RunStart;
 use crate::tracking::{
     LocalTracker, MlflowTracker, Tracker, Trackers, WriterReport, resolve_target, system_tags,
 };
+use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::train::evaluate::{artifact_path, run_evaluators};
-use crate::train::{Pipeline, TrainObserver, TrainSummary, train};
+use crate::train::{Pipeline, Resume, TrainObserver, TrainState, TrainSummary, train_from};
 
 /// How a run ended, for the summary and the exit code.
 #[derive(Debug)]
@@ -46,11 +47,16 @@ pub enum RunSetupError {
     Store(#[from] crate::store::StoreError),
     #[error("cannot write {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// A run cannot be resumed: finished already, still running, or its spec no longer loads.
+    #[error("{0}")]
+    Resume(String),
 }
 
 struct Recorder<'a, 'store> {
     trackers: &'a mut Trackers<'store>,
     run_id: String,
+    run_dir: PathBuf,
+    keep_checkpoints: usize,
     artifact_dir: PathBuf,
     latest: Vec<(String, f64)>,
     error: Option<String>,
@@ -123,6 +129,34 @@ impl TrainObserver for Recorder<'_, '_> {
         let reports = run_evaluators(pipeline).map_err(|error| error.to_string())?;
         self.record_reports(reports, step)
     }
+
+    fn checkpoint(
+        &mut self,
+        pipeline: &Pipeline,
+        state: &TrainState,
+        optimizer_state: Vec<(String, tch::Tensor)>,
+    ) -> Result<(), String> {
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
+        let metric_row = self
+            .trackers
+            .local
+            .store
+            .last_metric_row(&self.run_id)
+            .map_err(|error| error.to_string())?;
+        let parameters = pipeline.named_parameters().map_err(|error| error.to_string())?;
+        let meta = CheckpointMeta { state: state.clone(), metric_row };
+        let saved = checkpoint::save(
+            &self.run_dir,
+            parameters,
+            optimizer_state,
+            &meta,
+            self.keep_checkpoints,
+        )?;
+        tracing::info!(step = state.step, path = %saved.tensors.display(), "saved checkpoint");
+        Ok(())
+    }
 }
 
 fn git_tags(spec_dir: &Path) -> Vec<(String, String)> {
@@ -191,6 +225,75 @@ pub fn execute(
     }
     let (run_id, run_dir) = store.create_run(&experiment.name, &experiment.name)?;
     store.record_process(&run_id)?;
+    drive(experiment, registry, &mut store, run_id, run_dir, device, target, stop, None)
+}
+
+/// Continues a FAILED or KILLED run from its latest checkpoint, under the same run id.
+///
+/// The run's recorded spec is loaded again, metrics recorded after the checkpoint are deleted
+/// (they are recorded again as training repeats those steps), and training continues with the
+/// saved parameters, optimizer state and data position. Without a checkpoint the run restarts.
+pub fn resume(run_root: &Path, run: &str, stop: &AtomicBool) -> Result<RunOutcome, RunSetupError> {
+    let mut store = Store::open(run_root)?;
+    for line in mark_stale_runs(&store)? {
+        tracing::warn!("{line}");
+    }
+    let row = store.find_run(run)?;
+    match row.status.as_str() {
+        "FINISHED" => {
+            return Err(RunSetupError::Resume(format!(
+                "run {} has already finished; start a new run instead",
+                row.id
+            )));
+        }
+        "RUNNING" => {
+            return Err(RunSetupError::Resume(format!(
+                "run {} is still running in another process",
+                row.id
+            )));
+        }
+        _ => {}
+    }
+    let mut registry = Registry::discover();
+    let spec_path = row.dir.join("spec.toml");
+    let experiment = crate::spec::load(&spec_path, &[], &mut registry).map_err(|errors| {
+        RunSetupError::Resume(format!(
+            "the spec recorded with run {} no longer validates:\n{errors}",
+            row.id
+        ))
+    })?;
+    let device = resolve(&experiment.trainer.device).map_err(RunSetupError::Device)?;
+    let target = resolve_target(&experiment).map_err(RunSetupError::Tracking)?;
+    if experiment.trainer.threads > 0 {
+        tch::set_num_threads(experiment.trainer.threads as i32);
+    }
+    let latest = checkpoint::latest(&row.dir);
+    let keep_row = latest.as_ref().map_or(0, |checkpoint| checkpoint.meta.metric_row);
+    let removed = store.truncate_metrics(&row.id, keep_row)?;
+    store.reopen_run(&row.id)?;
+    store.record_process(&row.id)?;
+    match &latest {
+        Some(found) => {
+            tracing::info!(run = %row.id, step = found.meta.state.step, removed, "resuming from a checkpoint")
+        }
+        None => tracing::warn!(run = %row.id, removed, "no checkpoint found; the run starts over"),
+    }
+    drive(&experiment, &registry, &mut store, row.id, row.dir, device, target, stop, latest)
+}
+
+/// Records and runs a run whose store entry exists.
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    experiment: &Experiment,
+    registry: &Registry,
+    store: &mut Store,
+    run_id: String,
+    run_dir: PathBuf,
+    device: tch::Device,
+    target: Option<crate::tracking::MlflowTarget>,
+    stop: &AtomicBool,
+    resume_from: Option<Checkpoint>,
+) -> Result<RunOutcome, RunSetupError> {
     let started = Instant::now();
     let git = git_tags(
         experiment
@@ -222,8 +325,7 @@ pub fn execute(
         }
         None => None,
     };
-    let mut trackers =
-        Trackers { local: LocalTracker { store: &mut store, run_id: run_id.clone() }, mlflow };
+    let mut trackers = Trackers { local: LocalTracker { store, run_id: run_id.clone() }, mlflow };
     let prepared = prepare_run(experiment, registry, &mut trackers, git, &run_id, &run_dir, device);
     if let Err(error) = prepared {
         let message = error.to_string();
@@ -235,11 +337,13 @@ pub fn execute(
     let mut recorder = Recorder {
         trackers: &mut trackers,
         run_id: run_id.clone(),
+        run_dir: run_dir.clone(),
+        keep_checkpoints: experiment.trainer.keep_checkpoints,
         artifact_dir,
         latest: Vec::new(),
         error: None,
     };
-    let result = run_body(experiment, registry, device, &run_dir, &mut recorder, stop);
+    let result = run_body(experiment, registry, device, &run_dir, &mut recorder, stop, resume_from);
     recorder.artifact(&run_dir.join("run.log"), "run.log");
     let latest = std::mem::take(&mut recorder.latest);
     let (status, error, train) = match result {
@@ -302,15 +406,25 @@ fn run_body(
     run_dir: &Path,
     recorder: &mut Recorder<'_, '_>,
     stop: &AtomicBool,
+    resume_from: Option<Checkpoint>,
 ) -> Result<TrainSummary, String> {
     let mut pipeline =
         Pipeline::compose(experiment, registry, device).map_err(|error| error.to_string())?;
-    if pipeline.encoder_info.needs_fit {
+    let resume = match resume_from {
+        Some(found) => {
+            let (parameters, optimizer_state) = checkpoint::read(&found)?;
+            load_parameters(&pipeline, &parameters, &found.tensors)?;
+            Some(Resume { state: found.meta.state, optimizer_state })
+        }
+        None => None,
+    };
+    // A resumed encoder's fitted state is part of its checkpointed parameters.
+    if pipeline.encoder_info.needs_fit && resume.is_none() {
         tracing::info!(encoder = %pipeline.encoder.id.name, "fitting the encoder on the train split");
         let dataset = std::sync::Arc::clone(&pipeline.dataset);
         pipeline.encoder.fit(&dataset).map_err(|error| error.to_string())?;
     }
-    let summary = train(&mut pipeline, &experiment.trainer, recorder, stop)
+    let summary = train_from(&mut pipeline, &experiment.trainer, recorder, stop, resume)
         .map_err(|error| error.to_string())?;
     if summary.killed {
         return Ok(summary);
@@ -351,19 +465,28 @@ pub fn save_checkpoint(pipeline: &Pipeline, path: &Path) -> Result<(), String> {
 pub fn load_checkpoint(pipeline: &Pipeline, path: &Path) -> Result<(), String> {
     let saved = tch::Tensor::read_safetensors(path)
         .map_err(|error| format!("cannot read checkpoint {}: {error}", path.display()))?;
+    load_parameters(pipeline, &saved, path)
+}
+
+/// Copies saved tensors into the pipeline's parameters, by name; `source` is for messages.
+fn load_parameters(
+    pipeline: &Pipeline,
+    saved: &[(String, tch::Tensor)],
+    source: &Path,
+) -> Result<(), String> {
     let _guard = tch::no_grad_guard();
     for (name, mut tensor) in pipeline.named_parameters().map_err(|error| error.to_string())? {
-        let Some((_, source)) = saved.iter().find(|(saved_name, _)| *saved_name == name) else {
-            return Err(format!("checkpoint {} has no tensor `{name}`", path.display()));
+        let Some((_, stored)) = saved.iter().find(|(saved_name, _)| *saved_name == name) else {
+            return Err(format!("checkpoint {} has no tensor `{name}`", source.display()));
         };
-        if source.size() != tensor.size() {
+        if stored.size() != tensor.size() {
             return Err(format!(
                 "checkpoint tensor `{name}` has shape {:?}, the model expects {:?}",
-                source.size(),
+                stored.size(),
                 tensor.size()
             ));
         }
-        tensor.f_copy_(source).map_err(|error| format!("cannot load `{name}`: {error}"))?;
+        tensor.f_copy_(stored).map_err(|error| format!("cannot load `{name}`: {error}"))?;
     }
     Ok(())
 }

@@ -266,6 +266,35 @@ impl Store {
         transaction.commit().map_err(database)
     }
 
+    /// The row id of the run's last metric point, or 0 when it has none.
+    pub fn last_metric_row(&self, run_id: &str) -> Result<i64, StoreError> {
+        self.connection
+            .query_row(
+                "SELECT COALESCE(MAX(rowid), 0) FROM metrics WHERE run_id = ?1",
+                params![run_id],
+                |row| row.get(0),
+            )
+            .map_err(|error| self.database(error))
+    }
+
+    /// Deletes the run's metric points recorded after row `row`; returns how many went.
+    pub fn truncate_metrics(&self, run_id: &str, row: i64) -> Result<usize, StoreError> {
+        self.connection
+            .execute("DELETE FROM metrics WHERE run_id = ?1 AND rowid > ?2", params![run_id, row])
+            .map_err(|error| self.database(error))
+    }
+
+    /// Marks an ended run as RUNNING again, for a resume.
+    pub fn reopen_run(&self, run_id: &str) -> Result<(), StoreError> {
+        self.connection
+            .execute(
+                "UPDATE runs SET status = 'RUNNING', end_time = NULL, error = NULL WHERE id = ?1",
+                params![run_id],
+            )
+            .map_err(|error| self.database(error))?;
+        Ok(())
+    }
+
     /// Marks a run as ended.
     pub fn finish_run(
         &self,

@@ -1,5 +1,6 @@
 //! Training: the host owns the loop, the optimizers and the parameters' checkpoint.
 
+pub mod checkpoint;
 pub mod evaluate;
 pub mod loader;
 pub mod optim;

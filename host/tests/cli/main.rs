@@ -5,6 +5,7 @@ mod common;
 mod loading;
 mod methods;
 mod mlflow_server;
+mod resume;
 mod runs;
 mod specs;
 mod tracking;
