@@ -262,3 +262,64 @@ fn nan_loss_skipped_and_counted() {
     let (show, _) = text(&show);
     assert!(show.contains("train/skipped_batches = 2"), "{show}");
 }
+
+#[test]
+fn checkpoint_and_embeddings_load_in_python() {
+    let Some(python) = python() else {
+        println!("skipped: PRETEXT_PYTHON is not set (run scripts/setup.sh)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "small.toml", SMALL_AUTOENCODER);
+    let output = pretext(dir.path()).arg("run").arg(&spec).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    let id = run_id(&stdout);
+    let embeddings = dir.path().join("test.npy");
+    let status = pretext(dir.path())
+        .args(["embed", &id, "--split", "test", "--out"])
+        .arg(&embeddings)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let checkpoint = dir.path().join(&id).join("checkpoint.safetensors");
+    let script = format!(
+        "import json, numpy, safetensors.torch\n\
+         tensors = safetensors.torch.load_file({checkpoint:?})\n\
+         codes = numpy.load({embeddings:?})\n\
+         print(json.dumps({{'names': {{k: list(v.shape) for k, v in tensors.items()}}, 'codes': list(codes.shape), 'dtype': str(codes.dtype)}}))\n",
+        checkpoint = checkpoint.display().to_string(),
+        embeddings = embeddings.display().to_string(),
+    );
+    let output = Command::new(python).arg("-c").arg(script).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["names"]["encoder.layer0.weight"], serde_json::json!([32, 64]), "{report}");
+    assert_eq!(report["names"]["encoder.layer1.weight"], serde_json::json!([8, 32]), "{report}");
+    assert!(
+        report["names"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|name| name.starts_with("objective.decoder.")),
+        "{report}"
+    );
+    assert_eq!(report["codes"][1], 8, "{report}");
+    assert_eq!(report["dtype"], "float32", "{report}");
+}
+
+#[test]
+fn plugins_in_working_directory_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        library("libfixture_panicking_plugin.so"),
+        dir.path().join("libpretext_extra.so"),
+    )
+    .unwrap();
+    let output = pretext(dir.path()).arg("plugins").current_dir(dir.path()).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stdout.contains("panicking_objective"), "{stdout}");
+}
