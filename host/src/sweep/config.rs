@@ -392,8 +392,9 @@ trainer.epochs = { int = [1, 5], step = 2 }
         assert_eq!(config.prune.rule, PruneRule::Asha);
         assert_eq!(config.slurm.gpus.as_deref(), Some("1"));
         let keys: Vec<&str> = config.space.dimensions.iter().map(|d| d.key.as_str()).collect();
-        assert_eq!(keys, ["trainer.lr", "encoder.latent", "trainer.epochs"]);
-        assert_eq!(config.space.dimensions[2].domain, Domain::Int { low: 1, high: 5, step: 2 });
+        // Dotted keys under one table merge into it, so both `trainer` keys come first.
+        assert_eq!(keys, ["trainer.lr", "trainer.epochs", "encoder.latent"]);
+        assert_eq!(config.space.dimensions[1].domain, Domain::Int { low: 1, high: 5, step: 2 });
     }
 
     #[test]

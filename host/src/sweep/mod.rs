@@ -93,15 +93,17 @@ impl Sweep {
                 dir.display()
             )));
         }
-        std::fs::create_dir_all(dir.join("trials")).map_err(|error| io_error(dir, &error))?;
-        let mut sweep = Self::open_with(dir, plan)?;
-        let points = initial_points(&sweep.plan.config)?;
+        let points = initial_points(&plan.config)?;
         let trials: Vec<(u64, Vec<String>)> = points
             .iter()
             .enumerate()
-            .map(|(id, point)| (id as u64, sweep.plan.config.space.overrides(point)))
+            .map(|(id, point)| (id as u64, plan.config.space.overrides(point)))
             .collect();
-        plan::preflight_all(&sweep.plan, &trials, &mut sweep.registry)?;
+        // The preflight runs before the folder exists, so a rejected sweep leaves nothing behind.
+        let mut registry = Registry::discover();
+        plan::preflight_all(&plan, &trials, &mut registry)?;
+        std::fs::create_dir_all(dir.join("trials")).map_err(|error| io_error(dir, &error))?;
+        let sweep = Self::open_with(dir, plan, registry)?;
         let text = serde_json::to_string_pretty(&sweep.plan).expect("a plan serializes");
         sweep.journal.set_meta(PLAN_KEY, &text)?;
         for ((id, overrides), point) in trials.iter().zip(&points) {
@@ -123,23 +125,16 @@ impl Sweep {
             )));
         }
         let (plan, _) = read(dir)?;
-        Self::open_with(dir, plan)
+        Self::open_with(dir, plan, Registry::discover())
     }
 
-    fn open_with(dir: &Path, plan: SweepPlan) -> Result<Self, SweepError> {
+    fn open_with(dir: &Path, plan: SweepPlan, registry: Registry) -> Result<Self, SweepError> {
         let lock = lock(dir)?;
         let journal = Journal::open(dir)?;
         let binary = std::env::current_exe().map_err(|error| {
             SweepError::Failed(format!("cannot find the pretext binary: {error}"))
         })?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            plan,
-            journal,
-            binary,
-            registry: Registry::discover(),
-            _lock: lock,
-        })
+        Ok(Self { dir: dir.to_path_buf(), plan, journal, binary, registry, _lock: lock })
     }
 
     /// The folder of trial `id`, stable across resumes.

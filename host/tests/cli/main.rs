@@ -8,5 +8,6 @@ mod mlflow_server;
 mod resume;
 mod runs;
 mod specs;
+mod sweeps;
 mod tracking;
 mod templates;
