@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a single-node Slurm cluster on this machine for the sweep tests: munged, slurmctld and
 # slurmd, with the node `localhost` and no cgroup plugins. Safe to run again: daemons that
-# already answer are left alone. Needs root and Debian's `slurm-wlm` and `munge` packages, which
+# already respond are left alone. Needs root and Debian's `slurm-wlm` and `munge` packages, which
 # it installs with apt-get when they are missing. Exits 0 after printing the reason when Slurm
 # cannot start, so that the Slurm test skips instead of the whole test run failing.
 set -uo pipefail

@@ -180,11 +180,11 @@ fn track(sweep: &Sweep, entry: &mut Running) -> Result<(), SweepError> {
     let Some(store) = &entry.store else {
         return Ok(());
     };
-    if entry.run_id.is_none() {
-        if let Some(run) = trial::find_run(store, entry.trial.started_at.unwrap_or(0)) {
-            sweep.journal.set_run(entry.trial.id, &run.id, &run.dir)?;
-            entry.run_id = Some(run.id);
-        }
+    if entry.run_id.is_none()
+        && let Some(run) = trial::find_run(store, entry.trial.started_at.unwrap_or(0))
+    {
+        sweep.journal.set_run(entry.trial.id, &run.id, &run.dir)?;
+        entry.run_id = Some(run.id);
     }
     if sweep.plan.config.prune.rule == PruneRule::None {
         return Ok(());

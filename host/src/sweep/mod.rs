@@ -83,11 +83,11 @@ impl Sweep {
     ///
     /// # Errors
     ///
-    /// Fails when `dir` already holds a sweep, cannot be written, or a trial fails the preflight.
+    /// Fails when `dir` already contains a sweep, cannot be written, or a trial fails the preflight.
     pub fn create(dir: &Path, plan: SweepPlan) -> Result<Self, SweepError> {
         if Journal::path_in(dir).exists() {
             return Err(SweepError::Invalid(format!(
-                "{} already holds a sweep; resume it with `pretext sweep --resume {}` or choose \
+                "{} already contains a sweep; resume it with `pretext sweep --resume {}` or choose \
                  another --dir",
                 dir.display(),
                 dir.display()
@@ -116,11 +116,11 @@ impl Sweep {
     ///
     /// # Errors
     ///
-    /// Fails when `dir` holds no sweep journal or its plan cannot be read.
+    /// Fails when `dir` contains no sweep journal or its plan cannot be read.
     pub fn open(dir: &Path) -> Result<Self, SweepError> {
         if !Journal::path_in(dir).exists() {
             return Err(SweepError::Invalid(format!(
-                "{} holds no sweep (no journal.db)",
+                "{} contains no sweep (journal.db not found)",
                 dir.display()
             )));
         }
@@ -224,11 +224,11 @@ pub fn default_dir(spec: &Path) -> PathBuf {
 ///
 /// # Errors
 ///
-/// Fails when `dir` holds no sweep journal or its plan cannot be read.
+/// Fails when `dir` contains no sweep journal or its plan cannot be read.
 pub fn read(dir: &Path) -> Result<(SweepPlan, Vec<Trial>), SweepError> {
     if !Journal::path_in(dir).exists() {
         return Err(SweepError::Invalid(format!(
-            "{} holds no sweep (no journal.db)",
+            "{} contains no sweep (journal.db not found)",
             dir.display()
         )));
     }

@@ -129,7 +129,7 @@ pub fn run(sweep: &mut Sweep, stop: &AtomicBool) -> Result<SweepSummary, SweepEr
     }
     while !open.is_empty() {
         if stop.load(Ordering::Relaxed) {
-            let _ = output("scancel", &[job.clone()]);
+            let _ = output("scancel", std::slice::from_ref(&job));
             for trial in open.values() {
                 trial::record_end(
                     sweep,
@@ -232,10 +232,10 @@ fn exit_code(text: &str) -> i32 {
 /// resumed sweep does not run them twice.
 fn cancel_stale_jobs(sweep: &Sweep) -> Result<(), SweepError> {
     for trial in sweep.journal.trials()? {
-        if trial.status == TrialStatus::Pending {
-            if let Some(job) = &trial.slurm_job {
-                let _ = output("scancel", &[job.clone()]);
-            }
+        if trial.status == TrialStatus::Pending
+            && let Some(job) = &trial.slurm_job
+        {
+            let _ = output("scancel", std::slice::from_ref(job));
         }
     }
     Ok(())

@@ -56,7 +56,7 @@ pub enum Exit {
     Code(i32),
     /// The process was ended by this signal.
     Signal(i32),
-    /// The launcher stopped the trial because the pruning rule said so.
+    /// The launcher stopped the trial because the pruning rule requested it.
     Pruned,
     /// The trial was cancelled or timed out outside pretext (Slurm), with the reason.
     Killed(String),

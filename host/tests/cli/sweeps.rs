@@ -291,7 +291,7 @@ fn tpe_beats_random_search() {
     assert!(tpe < random, "tpe {tpe} is not better than random {random}");
 }
 
-/// Whether a Slurm controller answers and has a node that can run jobs.
+/// Whether a Slurm controller responds and has a node that can run jobs.
 fn slurm_ready() -> Result<(), String> {
     let output = Command::new("sinfo")
         .args(["-h", "-o", "%T"])
