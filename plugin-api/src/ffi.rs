@@ -23,6 +23,15 @@ use crate::tensor::RawTensor;
 /// The result type of every call that crosses the boundary.
 pub type FfiResult<T> = RResult<T, FfiError>;
 
+/// The start of the message that a method added in a later minor version returns when the plugin
+/// library was built before it existed.
+pub const NOT_IMPLEMENTED: &str = "not implemented by this plugin library: ";
+
+/// The error of a method that the plugin's library predates.
+fn not_implemented(method: &str) -> FfiError {
+    FfiError { message: format!("{NOT_IMPLEMENTED}{method}").into(), panicked: false }
+}
+
 /// An error returned by a plugin, or by the host to a plugin.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
@@ -327,6 +336,12 @@ pub trait FfiEncoder: Send {
     ) -> FfiResult<()>;
     #[sabi(last_prefix_field)]
     fn forward(&self, inputs: RawTensor, train: bool) -> FfiResult<FfiEncoderOutput>;
+
+    /// Non-trainable tensors to checkpoint with the parameters. Added in plugin-api 1.1.0: a
+    /// library built against 1.0.0 has no entry for it, and this default body runs instead.
+    fn buffers(&self) -> FfiResult<RVec<NamedTensor>> {
+        RResult::RErr(not_implemented("buffers"))
+    }
 }
 
 /// Handle through which an objective calls the encoder. The host routes these calls to the encoder

@@ -126,6 +126,10 @@ impl<T: Encoder> FfiEncoder for EncoderAdapter<T> {
     fn forward(&self, inputs: RawTensor, train: bool) -> FfiResult<FfiEncoderOutput> {
         guard(|| self.0.forward(&inputs.into_tensor(), train).map(FfiEncoderOutput::from))
     }
+
+    fn buffers(&self) -> FfiResult<RVec<NamedTensor>> {
+        guard(|| Ok(share_named(&self.0.buffers())))
+    }
 }
 
 struct EncoderHandleShim<'a, 'b>(FfiEncoderHandle_TO<'a, RRef<'b, ()>>);

@@ -12,6 +12,7 @@
 //! version and the libtorch version at load time. Tensors cross as `tch::Tensor` handles with their
 //! autograd graph intact, and panics are caught on the plugin side and reported as errors.
 
+pub mod compat;
 pub mod convert;
 pub mod error;
 pub mod ffi;

@@ -184,6 +184,12 @@ pub trait Encoder: Send + 'static {
 
     /// Runs the encoder; `train` selects training behaviour such as dropout or batch statistics.
     fn forward(&self, inputs: &Tensor, train: bool) -> Result<EncoderOutput>;
+
+    /// Non-trainable tensors by name (batch-norm running statistics, fitted projections) that the
+    /// host saves in checkpoints and restores on resume, without optimizing them. Since 1.1.0.
+    fn buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
 }
 
 /// The encoder as an objective sees it. Calls go through the host to the encoder plugin, keeping

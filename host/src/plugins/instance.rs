@@ -13,7 +13,7 @@ use pretext_plugin_api::convert::{option_from_ffi, share_batch, take_named};
 use pretext_plugin_api::ffi::{
     FfiBuildContext_TO, FfiDataset_TO, FfiDatasetInfo, FfiEncoder_TO, FfiEncoderHandle_TO,
     FfiEncoderInfo, FfiEvalContext_TO, FfiEvaluator_TO, FfiFitData_TO, FfiInstance,
-    FfiObjective_TO, FfiResult, NamedValue, PluginKind, Split,
+    FfiObjective_TO, FfiResult, NOT_IMPLEMENTED, NamedValue, PluginKind, Split,
 };
 use pretext_plugin_api::tensor::RawTensor;
 use pretext_plugin_api::{
@@ -136,6 +136,8 @@ impl DatasetInstance {
 /// An encoder plugin object.
 pub struct EncoderInstance {
     pub id: PluginId,
+    /// The plugin-api version its library was built against, for messages about newer methods.
+    api_version: String,
     inner: FfiEncoder_TO<'static, RBox<()>>,
 }
 
@@ -147,7 +149,11 @@ impl EncoderInstance {
         inputs: &BuildInputs,
     ) -> Result<Self, PluginCallError> {
         match build(plugin, params, inputs)? {
-            FfiInstance::Encoder(inner) => Ok(Self { id: plugin_id(plugin), inner }),
+            FfiInstance::Encoder(inner) => Ok(Self {
+                id: plugin_id(plugin),
+                api_version: plugin.library.api_version.clone(),
+                inner,
+            }),
             _ => Err(wrong_kind(plugin)),
         }
     }
@@ -158,6 +164,30 @@ impl EncoderInstance {
 
     pub fn parameters(&self) -> Result<Vec<(String, Tensor)>, PluginCallError> {
         cross(&self.id, "parameters", || self.inner.parameters()).map(take_named)
+    }
+
+    /// Non-trainable tensors to checkpoint. A library built before the method existed returns an
+    /// error that names the plugin-api version it was built against.
+    pub fn buffers(&self) -> Result<Vec<(String, Tensor)>, PluginCallError> {
+        let result = self.inner.buffers().into_result();
+        match result {
+            Err(error) if error.message.starts_with(NOT_IMPLEMENTED) => Err(PluginCallError {
+                plugin: self.id.clone(),
+                method: "buffers",
+                message: format!(
+                    "not implemented: the plugin's library was built against plugin-api {}, and \
+                     `buffers` was added in 1.1.0",
+                    self.api_version
+                ),
+                panicked: false,
+            }),
+            other => cross(&self.id, "buffers", || other.into()).map(take_named),
+        }
+    }
+
+    /// Whether an error from [`EncoderInstance::buffers`] means only that the method is missing.
+    pub fn is_not_implemented(error: &PluginCallError) -> bool {
+        error.message.starts_with("not implemented: ")
     }
 
     /// Fits the encoder on the train split of `dataset`.

@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use abi_stable::library::{RootModule, lib_header_from_path};
+use abi_stable::StableAbi;
+use abi_stable::abi_stability::abi_checking::check_layout_compatibility;
+use abi_stable::library::{LibHeader, LibraryError, RootModule, lib_header_from_path};
 use abi_stable::std_types::{RBox, RVec};
 use pretext_plugin_api::ffi::{
     FfiBuildContext_TO, FfiInstance, FfiResult, NamedValue, ParamSpec, PluginInfo, PluginKind,
@@ -250,12 +252,7 @@ fn load_library(path: &Path, source: PluginSource) -> Result<Vec<LoadedPlugin>, 
             first_lines(&error.to_string(), 4)
         )
     })?;
-    let module = header.init_root_module::<PluginLibraryRef>().map_err(|error| {
-        format!(
-            "the library's interface does not match this host (expected plugin-api {HOST_API_VERSION}): {}",
-            first_lines(&error.to_string(), 6)
-        )
-    })?;
+    let module = root_module(header)?;
 
     let api_version = module.api_version().to_string();
     check_api_version(&api_version)?;
@@ -276,6 +273,41 @@ fn load_library(path: &Path, source: PluginSource) -> Result<Vec<LoadedPlugin>, 
         .into_iter()
         .map(|entry| plugin_from_entry(entry.info, entry.factory, &library))
         .collect())
+}
+
+/// Checks the library's version and layout and returns its root module.
+///
+/// A library built against an older minor version of plugin-api fails abi_stable's check against
+/// the current layout as soon as a vtable has grown, because abi_stable accepts a library whose
+/// prefix types have at least the host's fields. Such a library is checked against the frozen
+/// layout of the minor version it declares instead.
+fn root_module(header: &'static LibHeader) -> Result<PluginLibraryRef, String> {
+    let error = match header.init_root_module::<PluginLibraryRef>() {
+        Ok(module) => return Ok(module),
+        Err(error) => error,
+    };
+    let mismatch = || {
+        format!(
+            "the library's interface does not match this host (expected plugin-api \
+             {HOST_API_VERSION} or an earlier 1.x): {}",
+            first_lines(&error.to_string(), 8)
+        )
+    };
+    let (LibraryError::AbiInstability(_), Some(layout)) = (&error, header.layout()) else {
+        return Err(mismatch());
+    };
+    let older = <pretext_plugin_api::compat::v1_0::PluginLibraryRef as StableAbi>::LAYOUT;
+    if check_layout_compatibility(older, layout).is_err() {
+        return Err(mismatch());
+    }
+    // SAFETY: the library's root module matches the plugin-api 1.0.0 layout, and every later 1.x
+    // version only appends methods after `last_prefix_field` to vtables. abi_stable reads a
+    // vtable's length from the vtable itself, so the current types reach the 1.0.0 methods and
+    // find the appended ones missing, for which they run the methods' default bodies.
+    let module = unsafe { header.unchecked_layout::<PluginLibraryRef>() }
+        .map_err(|error| format!("the library's root module failed to initialise: {error}"))?;
+    tracing::debug!("loaded a library with the plugin-api 1.0.0 layout");
+    Ok(module)
 }
 
 fn plugin_from_entry(

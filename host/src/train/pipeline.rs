@@ -133,6 +133,17 @@ impl Pipeline {
             .into_iter()
             .map(|(name, tensor)| (format!("encoder.{name}"), tensor))
             .collect();
+        match self.encoder.buffers() {
+            Ok(buffers) => {
+                named.extend(
+                    buffers.into_iter().map(|(name, tensor)| (format!("encoder.{name}"), tensor)),
+                );
+            }
+            Err(error) if EncoderInstance::is_not_implemented(&error) => {
+                tracing::debug!("{error}; the checkpoint holds its parameters only");
+            }
+            Err(error) => return Err(error),
+        }
         if let Some(objective) = &self.objective {
             for group in objective.parameter_groups()? {
                 for (name, tensor) in group.params {

@@ -2,6 +2,7 @@
 
 mod autograd;
 mod common;
+mod compat;
 mod loading;
 mod methods;
 mod mlflow_server;
