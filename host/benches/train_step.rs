@@ -47,15 +47,15 @@ const PLUGIN_LIBRARIES: [&str; 4] =
 /// Epochs of every timed run: 20 epochs of 23 batches are 460 optimizer steps.
 const EPOCHS: u64 = 20;
 
-/// Timed runs of each implementation unless `PRETEXT_BENCH_REPETITIONS` sets them; the report
+/// Timed runs of each implementation unless `PRETEXT_BENCH_REPETITIONS` sets them. The report
 /// shows their median.
 const DEFAULT_REPETITIONS: usize = 3;
 
-/// libtorch intra-op threads unless `PRETEXT_BENCH_THREADS` sets them. One thread keeps the
-/// three implementations from competing with each other's leftover threads on a small machine.
+/// libtorch intra-op threads unless `PRETEXT_BENCH_THREADS` sets them. One thread makes runs less
+/// noisy on a small machine, where more threads share the cores with pretext's prefetch thread.
 const DEFAULT_THREADS: i32 = 1;
 
-/// Layer widths of the encoder in the experiment spec; the decoder mirrors them.
+/// Layer widths of the encoder in the experiment spec. The decoder mirrors them.
 const ENCODER_WIDTHS: [i64; 4] = [64, 128, 64, 16];
 
 /// Values per digits image (8 x 8).
@@ -90,10 +90,10 @@ impl Series {
     }
 
     fn median(&self) -> Option<f64> {
-        let mut values: Vec<f64> = self.runs.iter().map(|run| run.steps_per_second).collect();
-        if values.is_empty() || self.skipped.is_some() {
+        if self.runs.is_empty() || self.skipped.is_some() {
             return None;
         }
+        let mut values: Vec<f64> = self.runs.iter().map(|run| run.steps_per_second).collect();
         values.sort_by(f64::total_cmp);
         let middle = values.len() / 2;
         if values.len() % 2 == 1 {
@@ -164,16 +164,18 @@ fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
     }
 }
 
-/// The one-minute load average from `/proc/loadavg`, or `None` where the file is missing.
+/// Reads the one-minute load average from `/proc/loadavg`, or returns `None` where the file is
+/// missing.
 fn load_average() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
     text.split_whitespace().next()?.parse().ok()
 }
 
-/// Loads the plugin libraries from `target/release`, the folder above this bench's executable
-/// in `target/release/deps`.
+/// Loads the plugin libraries that the experiment needs from `target/release`, the folder above
+/// this bench's executable in `target/release/deps`.
 ///
-/// `Registry::discover` would search the executable's own folder, which holds no plugins.
+/// The files are named one by one, rather than found by `Registry::discover`, so that the
+/// measured plugins are these release builds whatever `PRETEXT_PLUGIN_PATH` contains.
 fn plugin_registry() -> anyhow::Result<Registry> {
     let exe = std::env::current_exe().context("cannot find the bench executable")?;
     let dir = exe
@@ -238,7 +240,7 @@ impl TrainObserver for EpochLossObserver {
     }
 }
 
-/// Trains a freshly composed pipeline with the host trainer; returns the trainer's own timing
+/// Trains a freshly composed pipeline with the host trainer and returns the trainer's own timing
 /// and the number of train samples.
 fn measure_pretext(
     experiment: &Experiment,
@@ -319,7 +321,12 @@ fn measure_raw_tch(
     let mut decoder_widths = ENCODER_WIDTHS;
     decoder_widths.reverse();
     let decoder = linear_layers(vs.root() / "decoder", &decoder_widths);
-    let adam = nn::Adam { beta1: config.beta1, beta2: config.beta2, ..Default::default() };
+    let adam = nn::Adam {
+        beta1: config.beta1,
+        beta2: config.beta2,
+        wd: config.weight_decay,
+        ..Default::default()
+    };
     let mut optimizer = adam.build(&vs, config.lr)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..train_len).collect();
@@ -350,7 +357,7 @@ fn measure_raw_tch(
     Ok(Measurement { steps, steps_per_second: steps as f64 / seconds })
 }
 
-/// The mean squared reconstruction error over `inputs`, without recording gradients.
+/// Computes the mean squared reconstruction error over `inputs` without recording gradients.
 fn train_loss(encoder: &[nn::Linear], decoder: &[nn::Linear], inputs: &Tensor) -> f64 {
     tch::no_grad(|| {
         let reconstruction = forward(decoder, &forward(encoder, inputs));
@@ -394,11 +401,11 @@ fn read_digits(path: &Path) -> anyhow::Result<Vec<f32>> {
 //////////////////////////////////////////////////////////////////////////////////////////////////
 // PyTorch eager: the reference script
 
-/// The Python of `PRETEXT_PYTHON`, or why the PyTorch series is skipped.
+/// Reads the Python path from `PRETEXT_PYTHON`, or returns why the PyTorch series is skipped.
 fn python_interpreter() -> Result<PathBuf, String> {
     match std::env::var_os("PRETEXT_PYTHON") {
         Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
-        _ => Err("PRETEXT_PYTHON is not set; cargo sets it from .cargo/config.toml, which \
+        _ => Err("PRETEXT_PYTHON is not set. cargo sets it from .cargo/config.toml, which \
                   scripts/setup.sh writes"
             .to_owned()),
     }
@@ -413,9 +420,9 @@ fn measure_pytorch(python: &Path, script: &Path, threads: i32) -> anyhow::Result
         .with_context(|| format!("cannot start {}", python.display()))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> =
-            stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
-        bail!("{} exited with {}: {}", script.display(), output.status, tail.join("\n"));
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join("\n");
+        bail!("{} exited with {}: {tail}", script.display(), output.status);
     }
 
     let report: serde_json::Value = serde_json::from_slice(&output.stdout)
