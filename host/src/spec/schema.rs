@@ -28,8 +28,8 @@ pub fn trainer_schema() -> Vec<ParamSpec> {
         Param::int("threads", 0, "libtorch CPU threads; 0 keeps libtorch's default").min(0.0),
         Param::int(
             "prefetch",
-            2,
-            "batches read ahead on a background thread; 0 reads each batch when it is needed",
+            0,
+            "batches read ahead on a background thread; 0 (the default, fastest for in-memory datasets on few cores) reads each batch when it is needed",
         )
         .min(0.0),
         Param::int(

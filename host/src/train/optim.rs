@@ -5,7 +5,7 @@
 //! resumed run to continue exactly, and tch gives no access to the C++ optimizers' state. The
 //! update rules follow PyTorch's `torch.optim` single-tensor implementations.
 
-use tch::Tensor;
+use tch::{COptimizer, Tensor};
 
 use crate::spec::{OptimizerKind, TrainerConfig};
 
@@ -33,6 +33,11 @@ pub struct GroupOptimizer {
     tensors: Vec<Tensor>,
     state: Vec<ParamState>,
     steps: u64,
+    /// A libtorch optimizer over the same tensors that is never stepped: its `zero_grad` resets
+    /// gradients to undefined in C++, as PyTorch's `zero_grad(set_to_none=True)` does, so the next
+    /// backward pass stores its gradients without a fill and an add per tensor. tch offers no
+    /// other way to unset a gradient.
+    grad_reset: COptimizer,
 }
 
 impl GroupOptimizer {
@@ -43,6 +48,10 @@ impl GroupOptimizer {
         config: &TrainerConfig,
     ) -> Result<Self, tch::TchError> {
         let state = tensors.iter().map(|_| ParamState::default()).collect();
+        let mut grad_reset = COptimizer::sgd(0.0, 0.0, 0.0, 0.0, false)?;
+        for tensor in &tensors {
+            grad_reset.add_parameters(tensor, 0)?;
+        }
         Ok(Self {
             name: name.to_owned(),
             kind: config.optimizer,
@@ -54,19 +63,13 @@ impl GroupOptimizer {
             tensors,
             state,
             steps: 0,
+            grad_reset,
         })
     }
 
-    /// Zeroes the gradients of this group's tensors.
+    /// Clears the gradients of this group's tensors.
     pub fn zero_grad(&self) -> Result<(), tch::TchError> {
-        for tensor in &self.tensors {
-            let mut grad = tensor.grad();
-            if grad.defined() {
-                let _ = grad.f_detach_()?;
-                let _ = grad.f_zero_()?;
-            }
-        }
-        Ok(())
+        self.grad_reset.zero_grad()
     }
 
     /// Applies one update to every tensor that has a gradient.
@@ -191,17 +194,18 @@ fn adam_step(
     }
     let first = state.first.get_or_insert_with(|| param.zeros_like());
     let second = state.second.get_or_insert_with(|| param.zeros_like());
+    // m += (1 - beta1)(g - m) and v += (1 - beta2)(g^2 - v): PyTorch's moment updates.
     let _ = first.f_lerp_(&grad, 1.0 - hyper.beta1)?;
-    let _ = second.f_mul_scalar_(hyper.beta2)?;
-    let _ = second.f_addcmul_(&grad.f_mul_scalar(1.0 - hyper.beta2)?, &grad)?;
+    let _ = second.f_lerp_(&grad.f_square()?, 1.0 - hyper.beta2)?;
 
+    // p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps), with sqrt(bc2) moved out of the
+    // denominator so that the update takes one kernel fewer per tensor.
     let step = hyper.step as i32;
     let bias_correction1 = 1.0 - hyper.beta1.powi(step);
-    let bias_correction2 = 1.0 - hyper.beta2.powi(step);
-    let step_size = hyper.lr / bias_correction1;
+    let root_bias_correction2 = (1.0 - hyper.beta2.powi(step)).sqrt();
+    let step_size = hyper.lr * root_bias_correction2 / bias_correction1;
     let mut denom = second.f_sqrt()?;
-    let _ = denom.f_div_scalar_(bias_correction2.sqrt())?;
-    let _ = denom.f_add_scalar_(ADAM_EPS)?;
+    let _ = denom.f_add_scalar_(ADAM_EPS * root_bias_correction2)?;
     let _ = param.f_addcdiv_(&first.f_mul_scalar(-step_size)?, &denom)?;
     Ok(())
 }
