@@ -57,6 +57,8 @@ struct Recorder<'a, 'store> {
     run_id: String,
     run_dir: PathBuf,
     keep_checkpoints: usize,
+    best_metric: Option<String>,
+    best_is_max: bool,
     artifact_dir: PathBuf,
     latest: Vec<(String, f64)>,
     error: Option<String>,
@@ -113,6 +115,28 @@ impl Recorder<'_, '_> {
         }
     }
 
+    /// Copies `saved` to `checkpoints/best` when the chosen metric's latest value beats the best
+    /// recorded so far.
+    fn keep_if_best(&mut self, saved: &Checkpoint) -> Result<(), String> {
+        let Some(metric) = &self.best_metric else {
+            return Ok(());
+        };
+        let latest = self.latest.iter().find(|(key, _)| key == metric).map(|(_, value)| *value);
+        let Some(value) = latest else {
+            return Ok(());
+        };
+        let better = match checkpoint::best_value(&self.run_dir) {
+            None => value.is_finite(),
+            Some(best) if self.best_is_max => value > best,
+            Some(best) => value < best,
+        };
+        if better {
+            checkpoint::save_best(&self.run_dir, saved, metric, value)?;
+            tracing::info!(metric = %metric, value, step = saved.meta.state.step, "kept the best checkpoint");
+        }
+        Ok(())
+    }
+
     fn artifact(&mut self, path: &Path, artifact_path: &str) {
         if let Err(error) = self.trackers.log_artifact(path, artifact_path) {
             tracing::error!(run = %self.run_id, "recording artifact {artifact_path} failed: {error}");
@@ -155,7 +179,7 @@ impl TrainObserver for Recorder<'_, '_> {
             self.keep_checkpoints,
         )?;
         tracing::info!(step = state.step, path = %saved.tensors.display(), "saved checkpoint");
-        Ok(())
+        self.keep_if_best(&saved)
     }
 }
 
@@ -339,6 +363,8 @@ fn drive(
         run_id: run_id.clone(),
         run_dir: run_dir.clone(),
         keep_checkpoints: experiment.trainer.keep_checkpoints,
+        best_metric: experiment.trainer.best_metric.clone(),
+        best_is_max: experiment.trainer.best_is_max,
         artifact_dir,
         latest: Vec::new(),
         error: None,

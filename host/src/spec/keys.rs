@@ -73,6 +73,23 @@ pub fn check_experiment_keys(experiment: &Experiment) -> Result<(), SpecErrors> 
             ));
         }
     }
+    if let Some(metric) = &experiment.trainer.best_metric {
+        let label = metric.split('/').next().unwrap_or_default();
+        if !metric.contains('/')
+            || !experiment.evaluators.iter().any(|evaluator| evaluator.label == label)
+        {
+            let labels: Vec<&str> =
+                experiment.evaluators.iter().map(|evaluator| evaluator.label.as_str()).collect();
+            errors.push(SpecError::new(
+                None,
+                format!(
+                    "`trainer.best_metric = \"{metric}\"` names no evaluator of this spec; use \
+                     EVALUATOR/METRIC with one of: {}",
+                    if labels.is_empty() { "(none)".to_owned() } else { labels.join(", ") }
+                ),
+            ));
+        }
+    }
     if errors.is_empty() { Ok(()) } else { Err(SpecErrors(errors)) }
 }
 

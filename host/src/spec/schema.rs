@@ -41,6 +41,14 @@ pub fn trainer_schema() -> Vec<ParamSpec> {
         Param::int("keep_checkpoints", 3, "how many of the latest periodic checkpoints to keep")
             .min(1.0),
         Param::string(
+            "best_metric",
+            "",
+            "metric (such as `linear_probe/accuracy`) whose best value at an evaluation keeps a \
+             copy of that checkpoint as checkpoints/best; empty keeps none",
+        ),
+        Param::string("best_mode", "max", "whether a larger or a smaller best_metric is better")
+            .choices(&["max", "min"]),
+        Param::string(
             "on_nan",
             "fail",
             "on a NaN or infinite loss: fail the run naming the step, or skip that batch",

@@ -78,6 +78,9 @@ pub struct TrainerConfig {
     pub checkpoint_every: u64,
     /// Periodic checkpoints kept.
     pub keep_checkpoints: usize,
+    /// Metric whose best value selects `checkpoints/best`, and whether larger is better.
+    pub best_metric: Option<String>,
+    pub best_is_max: bool,
 }
 
 /// The `[tracking]` table.
@@ -648,6 +651,8 @@ fn trainer_config(
         prefetch: int_param(params, "prefetch").max(0) as usize,
         checkpoint_every: int_param(params, "checkpoint_every").max(0) as u64,
         keep_checkpoints: int_param(params, "keep_checkpoints").max(1) as usize,
+        best_metric: Some(string_param(params, "best_metric")).filter(|key| !key.is_empty()),
+        best_is_max: string_param(params, "best_mode") != "min",
     }
 }
 

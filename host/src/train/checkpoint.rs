@@ -112,7 +112,11 @@ pub fn list(run_dir: &Path) -> Vec<Checkpoint> {
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.extension().and_then(|ext| ext.to_str()) != Some("json") {
+        let is_step = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with("step-"));
+        if !is_step || path.extension().and_then(|ext| ext.to_str()) != Some("json") {
             continue;
         }
         let tensors = path.with_extension("safetensors");
@@ -145,6 +149,34 @@ fn prune(dir: &Path, keep: usize) {
         let _ = std::fs::remove_file(&meta);
         let _ = std::fs::remove_file(&checkpoint.tensors);
     }
+}
+
+/// The value of the metric that selected `checkpoints/best`, if there is one.
+pub fn best_value(run_dir: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(folder(run_dir).join("best.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value["value"].as_f64()
+}
+
+/// Copies `checkpoint` to `best.safetensors` and records `metric = value` in `best.json`.
+pub fn save_best(
+    run_dir: &Path,
+    checkpoint: &Checkpoint,
+    metric: &str,
+    value: f64,
+) -> Result<(), String> {
+    let dir = folder(run_dir);
+    write_atomic(&dir.join("best.safetensors"), |path| {
+        std::fs::copy(&checkpoint.tensors, path).map(|_| ()).map_err(|error| {
+            format!("cannot copy {} to {}: {error}", checkpoint.tensors.display(), path.display())
+        })
+    })?;
+    let record =
+        serde_json::json!({ "metric": metric, "value": value, "step": checkpoint.meta.state.step });
+    write_atomic(&dir.join("best.json"), |path| {
+        std::fs::write(path, record.to_string())
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))
+    })
 }
 
 /// Reads a checkpoint's tensors: `(parameters, optimizer state)`.

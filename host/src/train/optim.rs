@@ -259,6 +259,8 @@ mod tests {
             prefetch: 0,
             checkpoint_every: 0,
             keep_checkpoints: 1,
+            best_metric: None,
+            best_is_max: true,
         }
     }
 

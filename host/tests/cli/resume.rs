@@ -139,3 +139,55 @@ fn resume_of_finished_run_rejected() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("has already finished"), "{stderr}");
 }
+
+#[test]
+fn best_checkpoint_follows_chosen_metric() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = SPEC
+        .replace(
+            "epochs = 900",
+            "epochs = 6\neval_every = 1\nbest_metric = \"linear_probe/accuracy\"",
+        )
+        .replace("checkpoint_every = 9", "checkpoint_every = 1000");
+    let spec = write_spec(dir.path(), "best.toml", &spec);
+    let output = pretext(dir.path()).arg("run").arg(&spec).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let id = only_run_id(dir.path()).unwrap();
+
+    let best: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join(&id).join("checkpoints/best.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(dir.path().join(&id).join("checkpoints/best.safetensors").exists());
+    // Epoch-end checkpoints follow the evaluations of epochs 1 to 5; the last epoch has none.
+    let connection = rusqlite::Connection::open(dir.path().join("pretext.db")).unwrap();
+    let final_step: i64 = connection
+        .query_row("SELECT MAX(step) FROM metrics WHERE key = 'linear_probe/accuracy'", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    let best_seen: f64 = connection
+        .query_row(
+            "SELECT MAX(value) FROM metrics WHERE key = 'linear_probe/accuracy' AND step < ?1",
+            [final_step],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(best["metric"], "linear_probe/accuracy");
+    assert_eq!(best["value"].as_f64().unwrap(), best_seen, "{best}");
+}
+
+#[test]
+fn best_metric_must_name_an_evaluator() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "bad.toml",
+        &SPEC.replace("epochs = 900", "epochs = 1\nbest_metric = \"knn/accuracy\""),
+    );
+    let output = pretext(dir.path()).arg("validate").arg(&spec).output().unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("names no evaluator of this spec"), "{stderr}");
+}
