@@ -179,10 +179,11 @@ pub fn save_best(
     })
 }
 
+/// Tensors by name.
+pub type NamedTensors = Vec<(String, Tensor)>;
+
 /// Reads a checkpoint's tensors: `(parameters, optimizer state)`.
-pub fn read(
-    checkpoint: &Checkpoint,
-) -> Result<(Vec<(String, Tensor)>, Vec<(String, Tensor)>), String> {
+pub fn read(checkpoint: &Checkpoint) -> Result<(NamedTensors, NamedTensors), String> {
     let tensors = Tensor::read_safetensors(&checkpoint.tensors).map_err(|error| {
         format!("cannot read checkpoint {}: {error}", checkpoint.tensors.display())
     })?;

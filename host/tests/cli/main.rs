@@ -10,5 +10,5 @@ mod resume;
 mod runs;
 mod specs;
 mod sweeps;
-mod tracking;
 mod templates;
+mod tracking;
