@@ -79,9 +79,13 @@ fn spawn(sweep: &Sweep, trial: &Trial, extra: &[String]) -> Result<Child, SweepE
     command
         .args(trial::arguments(&sweep.plan, trial, extra))
         .env_remove("PRETEXT_RUN_ROOT")
+        .env_remove(super::parent::PARENT_RUN_VARIABLE)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
+    if let Some(parent) = &sweep.parent {
+        command.env(super::parent::PARENT_RUN_VARIABLE, &parent.run_id);
+    }
     // SAFETY: the closure runs in the forked child before exec and calls only prctl, which is
     // async-signal-safe, and allocates nothing.
     unsafe {

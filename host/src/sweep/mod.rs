@@ -10,6 +10,7 @@ mod command;
 pub mod config;
 pub mod journal;
 mod local;
+pub mod parent;
 pub mod plan;
 pub mod prune;
 pub mod report;
@@ -41,6 +42,8 @@ pub struct Sweep {
     /// The `pretext` binary that runs the trials.
     pub binary: PathBuf,
     registry: Registry,
+    /// The sweep's MLflow run, when the spec tracks to MLflow; trials are nested under it.
+    parent: Option<parent::ParentRun>,
     /// Held for the sweep's lifetime so that two processes never drive one sweep folder.
     _lock: File,
 }
@@ -134,7 +137,15 @@ impl Sweep {
         let binary = std::env::current_exe().map_err(|error| {
             SweepError::Failed(format!("cannot find the pretext binary: {error}"))
         })?;
-        Ok(Self { dir: dir.to_path_buf(), plan, journal, binary, registry, _lock: lock })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            plan,
+            journal,
+            binary,
+            registry,
+            parent: None,
+            _lock: lock,
+        })
     }
 
     /// The folder of trial `id`, stable across resumes.
@@ -203,11 +214,27 @@ impl Sweep {
         if reset > 0 {
             tracing::info!(sweep = %self.dir.display(), trials = reset, "trials to run again");
         }
+        let name =
+            self.dir.file_name().map_or_else(|| "sweep".into(), |name| name.to_string_lossy());
+        let name = format!("sweep {name}");
+        self.parent = parent::start(&self.plan, &self.journal, &mut self.registry, &name)
+            .map_err(SweepError::Failed)?;
         let summary = match self.plan.config.launcher {
             Launcher::Local => local::run(self, stop)?,
             Launcher::Slurm => slurm::run(self, stop)?,
         };
         report::write_results(self)?;
+        if let Some(parent) = &self.parent {
+            let direction = self.plan.config.direction;
+            let best = self
+                .journal
+                .trials()?
+                .iter()
+                .filter(|trial| trial.status == TrialStatus::Finished)
+                .filter_map(|trial| trial.value)
+                .min_by(|a, b| direction.loss(*a).total_cmp(&direction.loss(*b)));
+            parent.finish(self.plan.metric(), best, summary.interrupted);
+        }
         Ok(summary)
     }
 }

@@ -59,9 +59,14 @@ fn sbatch_arguments(sweep: &Sweep, count: usize) -> Vec<String> {
         format!("--output={}/%A_%a.out", slurm_dir.display()),
         format!("--chdir={}", sweep.dir.display()),
         format!(
-            "--export=ALL,PRETEXT_BINARY={},PRETEXT_SWEEP_TASKS={}",
+            "--export=ALL,PRETEXT_BINARY={},PRETEXT_SWEEP_TASKS={}{}",
             sweep.binary.display(),
-            slurm_dir.join("tasks").display()
+            slurm_dir.join("tasks").display(),
+            match &sweep.parent {
+                Some(parent) =>
+                    format!(",{}={}", super::parent::PARENT_RUN_VARIABLE, parent.run_id),
+                None => String::new(),
+            }
         ),
     ];
     let options = [

@@ -212,6 +212,19 @@ impl Client {
         Ok(found["runs"].as_array().and_then(|runs| runs.first()).map(|run| run_info(&run["info"])))
     }
 
+    /// Returns the raw `runs/search` answer for the runs of `experiment_id` matching `filter`
+    /// (empty for all), up to 1000 runs.
+    ///
+    /// # Errors
+    ///
+    /// Returns the request's error.
+    pub fn search_runs(&self, experiment_id: &str, filter: &str) -> Result<Value, RequestError> {
+        self.post(
+            "runs/search",
+            &json!({ "experiment_ids": [experiment_id], "filter": filter, "max_results": 1000 }),
+        )
+    }
+
     /// Creates a run with its start time and tags.
     ///
     /// # Errors

@@ -146,6 +146,11 @@ pub fn system_tags(
     if let Some(commit) = git_commit {
         tags.push(("mlflow.source.git.commit".to_owned(), commit.to_owned()));
     }
+    // Set by `pretext sweep` for its trials, so that they nest under the sweep's run.
+    let parent = std::env::var(crate::sweep::parent::PARENT_RUN_VARIABLE).ok();
+    if let Some(parent) = parent.filter(|id| !id.trim().is_empty()) {
+        tags.push(("mlflow.parentRunId".to_owned(), parent));
+    }
     tags
 }
 

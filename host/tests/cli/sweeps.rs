@@ -334,3 +334,55 @@ fn slurm_grid_of_four() {
     assert_eq!(count(&journal, TrialStatus::Finished), 4, "{journal:?}");
     assert!(journal.iter().all(|trial| trial.slurm_job.is_some()));
 }
+
+#[test]
+fn sweep_nests_trials_under_mlflow_parent() {
+    let Some(server) = crate::mlflow_server::MlflowServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TINY.replace(
+        "[sweep]",
+        &format!(
+            "[tracking]\nbackend = \"mlflow\"\nuri = \"{}\"\nexperiment = \"nested\"\n\n[sweep]",
+            server.uri
+        ),
+    );
+    let spec = write_spec(dir.path(), "tracked.toml", &spec);
+    let sweep_dir = dir.path().join("sweep");
+    let output = sweep(dir.path())
+        .arg(&spec)
+        .args(["trainer.lr=1e-3,3e-3", "--max-parallel", "2", "--dir"])
+        .arg(&sweep_dir)
+        .env_remove("MLFLOW_TRACKING_URI")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+
+    let client = server.client();
+    let experiment = client.experiment_id("nested").unwrap();
+    let found = client.search_runs(&experiment, "").unwrap();
+    let runs = found["runs"].as_array().cloned().unwrap_or_default();
+    let tag = |run: &serde_json::Value, key: &str| {
+        run["data"]["tags"]
+            .as_array()
+            .and_then(|tags| tags.iter().find(|tag| tag["key"] == key))
+            .and_then(|tag| tag["value"].as_str().map(str::to_owned))
+    };
+    let parents: Vec<&serde_json::Value> =
+        runs.iter().filter(|run| tag(run, "pretext.sweep").is_some()).collect();
+    assert_eq!(parents.len(), 1, "{found}");
+    let parent_id = parents[0]["info"]["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(parents[0]["info"]["status"], "FINISHED", "{found}");
+    let children: Vec<&serde_json::Value> = runs
+        .iter()
+        .filter(|run| tag(run, "mlflow.parentRunId").as_deref() == Some(parent_id.as_str()))
+        .collect();
+    assert_eq!(children.len(), 2, "{found}");
+    let best = client.metric_history(&parent_id, "best/reconstruction/mse").unwrap();
+    assert_eq!(best.len(), 1);
+    let journal = trials(&sweep_dir);
+    let lowest = journal.iter().filter_map(|trial| trial.value).fold(f64::INFINITY, f64::min);
+    assert_eq!(best[0].value, lowest);
+}
