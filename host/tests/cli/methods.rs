@@ -97,25 +97,37 @@ fn masked_features_beat_random_init() {
 }
 
 #[test]
-fn gan_trains_both_phases() {
+fn gan_beats_random_init() {
+    assert_beats_random_init("digits-gan", 10, &[]);
+
     let run_root = tempfile::tempdir().unwrap();
-    let untrained = run_experiment(run_root.path(), "digits-gan", &["trainer.epochs=0"]);
-    let (trained, stdout) = run_with_stdout(run_root.path(), "digits-gan", &["trainer.epochs=10"]);
+    let (_, stdout) = run_with_stdout(run_root.path(), "digits-gan", &["trainer.epochs=1"]);
     let logged = training_metrics(run_root.path(), &stdout);
-    for key in
-        ["train/discriminator/loss", "train/generator/loss", "train/discriminator/real_probability"]
-    {
+    for key in [
+        "train/discriminator/loss",
+        "train/discriminator/real_probability",
+        "train/discriminator/r1_penalty",
+        "train/generator/loss",
+    ] {
         assert!(logged.contains(&format!("{key} = ")), "{key} is not logged:\n{logged}");
     }
+}
+
+#[test]
+fn gan_without_r1_falls_below_random_init() {
+    // Without the R1 penalty the discriminator wins (real probability about 0.94, fake about
+    // 0.10 after 30 epochs) and its features lose the digits' structure.
+    let run_root = tempfile::tempdir().unwrap();
+    let untrained = run_experiment(run_root.path(), "digits-gan", &["trainer.epochs=0"]);
+    let overrides = ["trainer.epochs=10", "objective.r1_weight=0"];
+    let trained = run_experiment(run_root.path(), "digits-gan", &overrides);
 
     let before = metric(&untrained, "linear_probe/accuracy");
     let after = metric(&trained, "linear_probe/accuracy");
-    println!("digits-gan: probe accuracy {before:.4} at random init, {after:.4} after 10 epochs");
-    // NOTE: adversarial training lowers the discriminator features' probe accuracy below the
-    // random initialisation's (also after 50 epochs, and with a 64-d code), so the GAN does not
-    // meet the bar the other objectives meet. This asserts today's behaviour; flip it once a
-    // change to the GAN makes its features beat random init.
-    assert!(after < before, "the GAN now beats random init ({after} > {before}); update this test");
+    println!(
+        "digits-gan without R1: probe accuracy {before:.4} at random init, {after:.4} after 10"
+    );
+    assert!(after < before, "without R1: trained {after}, random init {before}");
 }
 
 #[test]

@@ -12,17 +12,20 @@ use crate::decoder::Decoder;
 /// The names that the `generator_output` parameter accepts.
 const GENERATOR_OUTPUTS: [&str; 2] = ["sigmoid", "none"];
 
-/// A GAN trained with the non-saturating loss of Goodfellow et al. (2014).
+/// A GAN trained with the non-saturating loss of Goodfellow et al. (2014) and the R1 penalty of
+/// Mescheder et al. (2018) on the discriminator.
 ///
 /// Each training step has two phases. `discriminator` updates the encoder and the head
 /// (parameter group `discriminator`) on real samples labelled 1 and detached generated samples
-/// labelled 0. `generator` updates only the generator (group `generator`) so that its samples are
-/// scored as real. Evaluators see the encoder's features.
+/// labelled 0, plus `(r1_weight / 2) * |grad_x D(x)|^2` on the real samples. `generator` updates
+/// only the generator (group `generator`) so that its samples are scored as real. Evaluators see
+/// the encoder's features.
 pub struct Gan {
     generator: Decoder,
     head: Decoder,
     noise_dim: i64,
     sigmoid_output: bool,
+    r1_weight: f64,
     sample_shape: Vec<i64>,
 }
 
@@ -46,6 +49,15 @@ impl ObjectivePlugin for Gan {
                     "applied to generated values; sigmoid matches data in [0, 1]",
                 )
                 .choices(&GENERATOR_OUTPUTS),
+            )
+            .param(
+                Param::float(
+                    "r1_weight",
+                    10.0,
+                    "gamma of the R1 penalty (gamma / 2) * |grad_x D(x)|^2 on real samples; \
+                     0 turns it off",
+                )
+                .min(0.0),
             )
     }
 
@@ -88,6 +100,7 @@ impl ObjectivePlugin for Gan {
             head,
             noise_dim,
             sigmoid_output,
+            r1_weight: params.float("r1_weight")?,
             sample_shape: dataset.sample_shape.clone(),
         })
     }
@@ -123,6 +136,15 @@ fn bce(logits: &Tensor, target: f64) -> Result<Tensor> {
         None::<Tensor>,
         Reduction::Mean,
     )?)
+}
+
+/// Computes the batch mean of `|grad_x D(x)|^2`, the squared norm of the gradient of the logits
+/// with respect to the inputs that produced them, keeping the graph for the backward pass.
+fn r1_penalty(real_logits: &Tensor, real: &Tensor) -> Result<Tensor> {
+    let summed = real_logits.f_sum(Kind::Float)?;
+    let mut gradients = Tensor::f_run_backward(&[summed], &[real], true, true)?;
+    let squared = gradients.remove(0).f_square()?.f_flatten(1, -1)?;
+    Ok(squared.f_sum_dim_intlist(1, false, Kind::Float)?.f_mean(Kind::Float)?)
 }
 
 /// Returns the mean probability that the discriminator gives to "real".
@@ -165,13 +187,21 @@ impl Objective for Gan {
             "discriminator" => {
                 // Detached, so that this phase's backward pass stops at the generated samples.
                 let fake = self.generate(count)?.f_detach()?;
-                let real_logits = self.logits(&batch.inputs, encoder)?;
+                // The R1 penalty differentiates with respect to the real inputs, so they need a
+                // gradient of their own.
+                let real = batch.inputs.f_detach()?.f_set_requires_grad(self.r1_weight > 0.0)?;
+                let real_logits = self.logits(&real, encoder)?;
                 let fake_logits = self.logits(&fake, encoder)?;
-                let loss = bce(&real_logits, 1.0)?.f_add(&bce(&fake_logits, 0.0)?)?;
-                let metrics = vec![
+                let mut loss = bce(&real_logits, 1.0)?.f_add(&bce(&fake_logits, 0.0)?)?;
+                let mut metrics = vec![
                     ("real_probability".to_owned(), mean_probability(&real_logits)?),
                     ("fake_probability".to_owned(), mean_probability(&fake_logits)?),
                 ];
+                if self.r1_weight > 0.0 {
+                    let penalty = r1_penalty(&real_logits, &real)?;
+                    metrics.push(("r1_penalty".to_owned(), penalty.f_double_value(&[])?));
+                    loss = loss.f_add(&penalty.f_mul_scalar(self.r1_weight / 2.0)?)?;
+                }
                 Ok(LossOutput { loss, metrics })
             }
             "generator" => {
@@ -196,6 +226,8 @@ mod tests {
     use pretext_plugin_api::tch::Device;
 
     use super::*;
+    use pretext_plugin_api::ParamValue;
+
     use crate::testing::{LinearEncoder, adam, features_context, params_with};
 
     fn build() -> Gan {
@@ -249,7 +281,9 @@ mod tests {
     #[test]
     fn discriminator_learns_to_separate() {
         tch::manual_seed(0);
-        let mut gan = build();
+        // The R1 penalty is off, because it flattens the logits around this batch's one real sample.
+        let params = params_with(Gan::describe(), &[("r1_weight", ParamValue::Float(0.0))]);
+        let mut gan = Gan::create(&params, &features_context(&[1, 2, 4], 4)).unwrap();
         let encoder = LinearEncoder::new(8, 4);
         // Real samples are near 1, and the untrained generator's sigmoid output is near 0.5.
         let batch = Batch {
@@ -271,6 +305,34 @@ mod tests {
         let metrics = last.unwrap().metrics;
         assert!(metrics[0].1 > 0.9, "real probability {}", metrics[0].1);
         assert!(metrics[1].1 < 0.1, "fake probability {}", metrics[1].1);
+    }
+
+    #[test]
+    fn r1_penalty_is_added_and_logged() {
+        let encoder = LinearEncoder::new(8, 4);
+        let batch =
+            Batch { inputs: Tensor::rand([8, 1, 2, 4], (Kind::Float, Device::Cpu)), labels: None };
+        let context = features_context(&[1, 2, 4], 4);
+        let mut losses = Vec::new();
+        for weight in [0.0, 10.0] {
+            let params = params_with(Gan::describe(), &[("r1_weight", ParamValue::Float(weight))]);
+            tch::manual_seed(0);
+            let mut gan = Gan::create(&params, &context).unwrap();
+            let output = gan.loss(step(0), "discriminator", &batch, &encoder).unwrap();
+            let logged = output.metrics.iter().find(|(name, _)| name == "r1_penalty");
+            assert_eq!(logged.is_some(), weight > 0.0, "r1_weight {weight}: {:?}", output.metrics);
+            output.loss.backward();
+            losses.push((output.loss.double_value(&[]), logged.map(|(_, value)| *value)));
+        }
+
+        let (without, _) = losses[0];
+        let (with, penalty) = losses[1];
+        let penalty = penalty.unwrap();
+        assert!(penalty > 0.0, "penalty {penalty}");
+        assert!(
+            (with - without - 5.0 * penalty).abs() < 1e-5,
+            "{with} - {without} != 5 * {penalty}"
+        );
     }
 
     #[test]
