@@ -14,11 +14,11 @@
 //! ```
 //!
 //! `PRETEXT_BENCH_POINTS` sets the points of the pretext writer and of the batch call (default
-//! 50000), `PRETEXT_BENCH_ASYNC_POINTS` and `PRETEXT_BENCH_SYNC_POINTS` those of the two
-//! per-point Python modes (defaults 2000 and 500, because they run at tens of points per
-//! second), and `PRETEXT_BENCH_REPETITIONS` the training runs with tracking on and off
-//! (default 5 each, interleaved). `PRETEXT_PYTHON` names the venv Python whose `mlflow`
-//! executable and package are used; `.cargo/config.toml` sets it.
+//! 50000). `PRETEXT_BENCH_ASYNC_POINTS` and `PRETEXT_BENCH_SYNC_POINTS` set those of the two
+//! per-point Python modes (defaults 2000 and 500), which run at tens of points per second.
+//! `PRETEXT_BENCH_REPETITIONS` sets the training runs with tracking on and off (default 5 each,
+//! interleaved). `PRETEXT_PYTHON` names the venv Python whose `mlflow` executable and package
+//! are used; `.cargo/config.toml` sets it.
 
 #[allow(dead_code)]
 #[path = "../tests/cli/mlflow_server.rs"]
@@ -36,6 +36,9 @@ use pretext::tracking::{Credentials, MlflowTarget, MlflowTracker};
 
 /// The experiment trained in part 3, relative to the workspace root.
 const SPEC: &str = "experiments/digits-autoencoder.toml";
+
+/// The spec's `name`, which is the MLflow experiment its runs go to.
+const SPEC_NAME: &str = "digits-autoencoder";
 
 /// The Python client script, relative to the workspace root.
 const CLIENT_SCRIPT: &str = "tests/reference/mlflow_client_rate.py";
@@ -59,10 +62,10 @@ const GOAL_MAX_SLOWDOWN: f64 = 0.01;
 
 fn main() -> anyhow::Result<()> {
     let root = workspace_root();
-    let points = env_count("PRETEXT_BENCH_POINTS", 50_000)?;
-    let async_points = env_count("PRETEXT_BENCH_ASYNC_POINTS", 2_000)?;
-    let sync_points = env_count("PRETEXT_BENCH_SYNC_POINTS", 500)?;
-    let repetitions = env_count("PRETEXT_BENCH_REPETITIONS", 5)?;
+    let points = env_count("PRETEXT_BENCH_POINTS", 50_000, KEYS)?;
+    let async_points = env_count("PRETEXT_BENCH_ASYNC_POINTS", 2_000, KEYS)?;
+    let sync_points = env_count("PRETEXT_BENCH_SYNC_POINTS", 500, KEYS)?;
+    let repetitions = env_count("PRETEXT_BENCH_REPETITIONS", 5, 1)?;
     let python =
         PathBuf::from(std::env::var_os("PRETEXT_PYTHON").context("PRETEXT_PYTHON is not set")?);
     let binary = root.join("target/release/pretext");
@@ -82,7 +85,7 @@ fn main() -> anyhow::Result<()> {
     let batch = run_client(&python, &root, &server.uri, "batch", points)?;
     let asynchronous = run_client(&python, &root, &server.uri, "async", async_points)?;
     let synchronous = run_client(&python, &root, &server.uri, "sync", sync_points)?;
-    let training = measure_training(&binary, &root, &server.uri, repetitions)?;
+    let training = measure_training(&binary, &root, &server, repetitions)?;
 
     print_report(&writer, &[batch, asynchronous, synchronous], &training);
     drop(server);
@@ -93,11 +96,12 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
-fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
+/// Reads a count of at least `minimum` from the environment variable `name`, or `default`.
+fn env_count(name: &str, default: usize, minimum: usize) -> anyhow::Result<usize> {
     match std::env::var(name) {
         Ok(value) => {
             let count: usize = value.parse().with_context(|| format!("invalid {name}={value}"))?;
-            ensure!(count >= KEYS, "{name} must be at least {KEYS}, got {count}");
+            ensure!(count >= minimum, "{name} must be at least {minimum}, got {count}");
             Ok(count)
         }
         Err(_) => Ok(default),
@@ -197,12 +201,12 @@ fn run_client(
 }
 
 /// Runs `command` with a piped stdout, kills it after `CHILD_TIMEOUT` and returns its stdout.
-fn run_with_timeout(command: &mut Command, what: &str) -> anyhow::Result<String> {
+fn run_with_timeout(command: &mut Command, label: &str) -> anyhow::Result<String> {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("cannot start {what}"))?;
+        .with_context(|| format!("cannot start {label}"))?;
     let started = Instant::now();
     loop {
         if child.try_wait()?.is_some() {
@@ -211,14 +215,14 @@ fn run_with_timeout(command: &mut Command, what: &str) -> anyhow::Result<String>
         if started.elapsed() > CHILD_TIMEOUT {
             child.kill()?;
             child.wait()?;
-            bail!("{what} timed out after {CHILD_TIMEOUT:?}");
+            bail!("{label} timed out after {CHILD_TIMEOUT:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let output = child.wait_with_output()?;
     ensure!(
         output.status.success(),
-        "{what} failed with {}:\n{}",
+        "{label} failed with {}:\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
@@ -231,29 +235,66 @@ struct Training {
     on: Vec<f64>,
 }
 
-/// Trains the digits autoencoder `repetitions` times with tracking off and on, interleaved.
+/// Trains the digits autoencoder `repetitions` times with tracking off and on, interleaved and
+/// alternating which goes first, and checks that each tracked run reached the server.
 fn measure_training(
     binary: &Path,
     root: &Path,
-    uri: &str,
+    server: &MlflowServer,
     repetitions: usize,
 ) -> anyhow::Result<Training> {
     let mut training = Training { off: Vec::new(), on: Vec::new() };
-    let tracking_on = ["tracking.backend=mlflow".to_owned(), format!("tracking.uri={uri}")];
+    let tracking_on =
+        ["tracking.backend=mlflow".to_owned(), format!("tracking.uri={}", server.uri)];
     let tracking_off = ["tracking.backend=local".to_owned()];
     for repetition in 0..repetitions {
-        let off = train_once(binary, root, &tracking_off)?;
-        let on = train_once(binary, root, &tracking_on)?;
-        println!("training {}: off {off:.1} steps/s, on {on:.1} steps/s", repetition + 1);
-        training.off.push(off);
-        training.on.push(on);
+        let (off, on) = if repetition.is_multiple_of(2) {
+            let off = train_once(binary, root, &tracking_off)?;
+            (off, train_once(binary, root, &tracking_on)?)
+        } else {
+            let on = train_once(binary, root, &tracking_on)?;
+            (train_once(binary, root, &tracking_off)?, on)
+        };
+        check_delivered(server, &on.run_id)?;
+        println!(
+            "training {}: off {:.1} steps/s, on {:.1} steps/s",
+            repetition + 1,
+            off.steps_per_second,
+            on.steps_per_second
+        );
+        training.off.push(off.steps_per_second);
+        training.on.push(on.steps_per_second);
     }
     Ok(training)
 }
 
-/// Runs `pretext run` once in a fresh run root and reads `train_steps_per_second` from the
-/// run's `metrics.json`.
-fn train_once(binary: &Path, root: &Path, tracking: &[String]) -> anyhow::Result<f64> {
+/// Checks that the server contains the run with local id `local_run_id`, with its final
+/// `train/steps_per_second` point, which the run logs after training.
+fn check_delivered(server: &MlflowServer, local_run_id: &str) -> anyhow::Result<()> {
+    let client = server.client();
+    let request = |error| anyhow::anyhow!("MLflow request failed: {error:?}");
+    let experiment_id = client.experiment_id(SPEC_NAME).map_err(request)?;
+    let run = client
+        .find_run(&experiment_id, local_run_id)
+        .map_err(request)?
+        .with_context(|| format!("run {local_run_id} not found on the MLflow server"))?;
+    let history = client.metric_history(&run.run_id, "train/steps_per_second").map_err(request)?;
+    ensure!(
+        history.len() == 1,
+        "run {local_run_id} has {} train/steps_per_second points on the server, expected 1",
+        history.len()
+    );
+    Ok(())
+}
+
+/// The outcome of one `pretext run`.
+struct TrainRun {
+    run_id: String,
+    steps_per_second: f64,
+}
+
+/// Runs `pretext run` once in a fresh run root and reads the run's `metrics.json`.
+fn train_once(binary: &Path, root: &Path, tracking: &[String]) -> anyhow::Result<TrainRun> {
     let run_root = tempfile::tempdir()?;
     let mut command = Command::new(binary);
     command
@@ -263,18 +304,23 @@ fn train_once(binary: &Path, root: &Path, tracking: &[String]) -> anyhow::Result
         .args(["run", SPEC])
         .args(TRAIN_OVERRIDES)
         .args(tracking)
-        .env_remove("MLFLOW_TRACKING_URI");
+        .env_remove("MLFLOW_TRACKING_URI")
+        .env_remove("MLFLOW_EXPERIMENT_NAME");
     run_with_timeout(&mut command, "pretext run")?;
 
     for entry in std::fs::read_dir(run_root.path())? {
         let path = entry?.path().join("metrics.json");
-        if path.is_file() {
-            let summary: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-            return summary["train_steps_per_second"]
-                .as_f64()
-                .with_context(|| format!("no train_steps_per_second in {}", path.display()));
+        if !path.is_file() {
+            continue;
         }
+        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+        let missing = |field: &str| format!("no {field} in {}", path.display());
+        return Ok(TrainRun {
+            run_id: summary["run_id"].as_str().with_context(|| missing("run_id"))?.to_owned(),
+            steps_per_second: summary["train_steps_per_second"]
+                .as_f64()
+                .with_context(|| missing("train_steps_per_second"))?,
+        });
     }
     bail!("no metrics.json under {}", run_root.path().display())
 }
@@ -283,7 +329,18 @@ fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let middle = sorted.len() / 2;
-    if sorted.len() % 2 == 0 { (sorted[middle - 1] + sorted[middle]) / 2.0 } else { sorted[middle] }
+    if sorted.len().is_multiple_of(2) {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
+    }
+}
+
+/// Returns the minimum and maximum of `values`.
+fn spread(values: &[f64]) -> (f64, f64) {
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (low, high)
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -310,10 +367,13 @@ fn print_report(writer: &Rate, python: &[Rate], training: &Training) {
     let on = median(&training.on);
     let slowdown = 1.0 - on / off;
     println!();
-    println!("| training (median of {}) | steps/s |", training.off.len());
-    println!("|---|---|");
-    println!("| tracking off | {off:.1} |");
-    println!("| tracking on (MLflow) | {on:.1} |");
+    println!("| training, {} runs each | median steps/s | min | max |", training.off.len());
+    println!("|---|---|---|---|");
+    for (label, values) in [("tracking off", &training.off), ("tracking on (MLflow)", &training.on)]
+    {
+        let (low, high) = spread(values);
+        println!("| {label} | {:.1} | {low:.1} | {high:.1} |", median(values));
+    }
 
     let synchronous = python.iter().find(|rate| rate.label == "mlflow.log_metric");
     let batch = python.iter().find(|rate| rate.label.starts_with("MlflowClient.log_batch"));
