@@ -477,6 +477,30 @@ fn pack(messages: Vec<Message>) -> (Vec<Record>, bool) {
     (builder.finish(), finish)
 }
 
+/// How long the writer keeps collecting after the first message of a batch. A run that logs every
+/// step then sends a few large requests per second instead of one small request (and one spool
+/// fsync) per step, which would take CPU from training on the same machine.
+const LINGER: Duration = Duration::from_millis(200);
+
+/// Receives more messages until [`LINGER`] has passed since the first, the run ends, or the
+/// channel closes; returns true when the channel closed.
+fn linger(receiver: &Receiver<Message>, messages: &mut Vec<Message>) -> bool {
+    let deadline = std::time::Instant::now() + LINGER;
+    loop {
+        let ending =
+            messages.iter().any(|message| matches!(message, Message::End { .. } | Message::Finish));
+        let now = std::time::Instant::now();
+        if ending || now >= deadline {
+            return false;
+        }
+        match receiver.recv_timeout(deadline - now) {
+            Ok(message) => messages.push(message),
+            Err(RecvTimeoutError::Timeout) => return false,
+            Err(RecvTimeoutError::Disconnected) => return true,
+        }
+    }
+}
+
 fn run_writer(mut delivery: Delivery, receiver: &Receiver<Message>) -> WriterReport {
     let mut finishing = false;
     let mut wait: Option<Duration> = None;
@@ -495,7 +519,10 @@ fn run_writer(mut delivery: Delivery, receiver: &Receiver<Message>) -> WriterRep
             }
         } else if block {
             match receiver.recv() {
-                Ok(message) => messages.push(message),
+                Ok(message) => {
+                    messages.push(message);
+                    finishing |= linger(receiver, &mut messages);
+                }
                 Err(_) => finishing = true,
             }
         }
