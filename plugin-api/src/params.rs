@@ -133,8 +133,8 @@ impl Param {
 /// The validated parameters a plugin is built with.
 ///
 /// The host checks every value against the plugin's schema and fills in defaults before the
-/// plugin sees them, so a getter fails only when the plugin asks for a name or type that its own
-/// schema does not declare.
+/// plugin receives them, so a getter fails only when the plugin requests a name or type that its
+/// own schema does not declare.
 #[derive(Debug, Clone, Default)]
 pub struct Params {
     values: Vec<(String, ParamValue)>,

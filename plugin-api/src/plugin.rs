@@ -96,7 +96,7 @@ impl Phase {
     }
 }
 
-/// Where training stands.
+/// Training position: the optimizer step and the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepInfo {
     /// Global optimizer step, starting at 0.
@@ -134,7 +134,7 @@ pub struct EvalReport {
     pub artifacts: Vec<Artifact>,
 }
 
-/// What the host tells a plugin when building it.
+/// Construction context that the host passes to a plugin's constructor.
 #[derive(Debug, Clone)]
 pub struct BuildContext {
     pub device: Device,
@@ -192,7 +192,7 @@ pub trait Encoder: Send + 'static {
     }
 }
 
-/// The encoder as an objective sees it. Calls go through the host to the encoder plugin, keeping
+/// Handle through which an objective calls the encoder. Calls go through the host to the encoder plugin, keeping
 /// the autograd graph, so the objective's loss reaches the encoder's parameters.
 pub trait EncoderHandle {
     fn output_dim(&self) -> i64;

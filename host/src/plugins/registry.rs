@@ -18,7 +18,7 @@ use pretext_plugin_api::ffi::{
 };
 use sha2::{Digest, Sha256};
 
-/// Where a plugin library was found.
+/// Origin of a plugin library: the search location it was found in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PluginSource {
     Builtin,

@@ -66,7 +66,7 @@ pub struct RunRow {
     pub dir: PathBuf,
 }
 
-/// The database handle; the run root holds `pretext.db` and one folder per run.
+/// The database handle. The run root contains `pretext.db` and one folder per run.
 pub struct Store {
     connection: Connection,
     db_path: PathBuf,

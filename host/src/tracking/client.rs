@@ -13,14 +13,14 @@ use super::target::{Credentials, MlflowTarget};
 /// Why a request failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RequestError {
-    /// Worth retrying: no connection, a timeout, 429 or a 5xx answer.
+    /// Worth retrying: no connection, a timeout, 429 or a 5xx response.
     #[error("{message}")]
     Transient {
         message: String,
         /// The server's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
     },
-    /// A 4xx answer other than 429: sending it again would fail the same way.
+    /// A 4xx response other than 429, which would fail the same way if sent again.
     #[error("HTTP {status}: {message}")]
     Rejected { status: u16, message: String },
 }
@@ -212,7 +212,7 @@ impl Client {
         Ok(found["runs"].as_array().and_then(|runs| runs.first()).map(|run| run_info(&run["info"])))
     }
 
-    /// Returns the raw `runs/search` answer for the runs of `experiment_id` matching `filter`
+    /// Returns the raw `runs/search` response for the runs of `experiment_id` matching `filter`
     /// (empty for all), up to 1000 runs.
     ///
     /// # Errors

@@ -3,7 +3,7 @@
 //!
 //! A checkpoint is the pair `step-NNNNNNNNNN.safetensors` and `step-NNNNNNNNNN.json` in the run's
 //! `checkpoints/` folder. The JSON file is written last, so a checkpoint counts only once both
-//! files are complete; a crash mid-write leaves at most a temporary file that the next write
+//! files are complete. A crash mid-write leaves at most a temporary file, which the next write
 //! replaces.
 
 use std::fs::File;

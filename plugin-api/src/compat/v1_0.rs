@@ -1,8 +1,8 @@
 //! The boundary types exactly as plugin-api 1.0.0 declared them, kept only for their layout.
 //!
-//! abi_stable's layout check accepts a library whose prefix types (vtables and modules) have at
-//! least the host's fields, so a library built against an older minor version, whose vtables lack
-//! the methods added since, fails the check against the current types. The registry checks such a
+//! abi_stable's layout check accepts a library only when its prefix types (vtables and modules)
+//! have at least the host's fields. A library built against an older minor version lacks the
+//! methods added since, so it fails the check against the current types. The registry checks such a
 //! library against these frozen layouts instead. Nothing here is called: the host goes on using the
 //! current types, whose accessors find the added methods missing and run their default bodies.
 //! Never edit this file; add a new module for the next minor version instead.
