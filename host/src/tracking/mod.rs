@@ -7,6 +7,7 @@
 //! waits on the network and nothing is lost while the server is down. `pretext sync` delivers what
 //! a run left in its spool, or sends a run that was only recorded locally ([`sync`]).
 
+pub mod backfill;
 pub mod client;
 pub mod records;
 pub mod spool;

@@ -188,6 +188,29 @@ fn end_with_newline(file: &mut File, path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Reads every record of a run folder's spool, acknowledged or not, in order. A missing spool
+/// has no records, and unreadable lines (a line cut short by a crash) are skipped.
+///
+/// # Errors
+///
+/// Returns the read error with the path.
+pub fn read_records(run_dir: &Path) -> std::io::Result<Vec<Record>> {
+    let path = Spool::folder(run_dir).join("spool.jsonl");
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(io_error(&path, error)),
+    };
+    let mut records = Vec::new();
+    for line in BufReader::new(file).lines() {
+        let line = line.map_err(|error| io_error(&path, error))?;
+        if let Ok(entry) = serde_json::from_str::<Entry>(&line) {
+            records.push(entry.record);
+        }
+    }
+    Ok(records)
+}
+
 /// Reads `state.json` of a run folder, if the MLflow run was created.
 pub fn read_state(run_dir: &Path) -> Option<RemoteState> {
     let text = std::fs::read_to_string(Spool::folder(run_dir).join("state.json")).ok()?;
@@ -234,6 +257,16 @@ mod tests {
         assert!(!spool.is_drained());
         spool.ack(&[0, 2, 3]).unwrap();
         assert!(spool.is_drained());
+    }
+
+    #[test]
+    fn read_records_includes_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_records(dir.path()).unwrap().is_empty(), "no spool, no records");
+        let (mut spool, _) = Spool::open(dir.path()).unwrap();
+        let entries = spool.append(vec![end(1), end(2)]).unwrap();
+        spool.ack(&[entries[0].seq]).unwrap();
+        assert_eq!(read_records(dir.path()).unwrap(), vec![end(1), end(2)]);
     }
 
     #[test]

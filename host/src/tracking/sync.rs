@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::backfill::{Backfill, missing_records};
 use super::records::{BatchBuilder, Metric, Pair, Record};
 use super::spool::{Spool, read_state};
 use super::target::{Credentials, MlflowTarget, check_uri};
@@ -49,7 +50,7 @@ fn target(uri: &str, experiment: &str, options: &SyncOptions) -> MlflowTarget {
 }
 
 /// The server a run's spool names: its `state.json`, or its first (creation) record.
-fn spool_uri(run_dir: &Path) -> Option<String> {
+pub(crate) fn spool_uri(run_dir: &Path) -> Option<String> {
     if let Some(state) = read_state(run_dir) {
         return Some(state.uri);
     }
@@ -103,7 +104,10 @@ pub fn sync_run(
             ));
         }
     };
-    if let Some((remote_run_id, true)) = store.mlflow_run(&run.id, &uri)? {
+    // A spool left by a resumed run is sent even when an earlier attempt was delivered.
+    if let Some((remote_run_id, true)) = store.mlflow_run(&run.id, &uri)?
+        && spooled.is_none()
+    {
         return Ok(SyncOutcome::AlreadySynced { uri, remote_run_id });
     }
     let experiment = options
@@ -117,11 +121,18 @@ pub fn sync_run(
         Ok(delivery) => delivery,
         Err(message) => return Ok(SyncOutcome::Skipped(message)),
     };
-    if spooled.is_none() {
-        let records = records_from_store(store, run, &uri, &experiment)?;
-        if let Err(error) = delivery.enqueue(records) {
-            return Ok(SyncOutcome::Skipped(format!("cannot write the spool: {error}")));
+    let records = match spooled {
+        None => records_from_store(store, run, &uri, &experiment)?,
+        Some(_) => {
+            let end = Record::End {
+                status: run.status.clone(),
+                end_time: run.end_time.unwrap_or(run.start_time),
+            };
+            backfill_before_end(store, run, &target, end)?
         }
+    };
+    if let Err(error) = delivery.enqueue(records) {
+        return Ok(SyncOutcome::Skipped(format!("cannot write the spool: {error}")));
     }
     delivery.deliver_all();
     let report = delivery.report();
@@ -129,6 +140,44 @@ pub fn sync_run(
         store.record_mlflow_run(&run.id, &uri, remote_run_id, report.complete)?;
     }
     Ok(SyncOutcome::Sent(report))
+}
+
+/// Returns the local records that a spooled run's spool and server lack, followed by `end` when
+/// there are any or the spool has no end record yet. When the comparison is deferred, the result
+/// is `end` alone if the spool has none, so that the run still ends on the server. A later sync
+/// compares again.
+fn backfill_before_end(
+    store: &Store,
+    run: &RunRow,
+    target: &MlflowTarget,
+    end: Record,
+) -> Result<Vec<Record>, StoreError> {
+    match missing_records(store, run, target)? {
+        Backfill::Ready { mut records, points, has_end } => {
+            if !records.is_empty() {
+                tracing::info!(
+                    run = %run.id,
+                    records = records.len(),
+                    points,
+                    "queued local records that the MLflow spool lacks"
+                );
+            }
+            if !records.is_empty() || !has_end {
+                records.push(end);
+            }
+            Ok(records)
+        }
+        Backfill::Deferred(message) => {
+            tracing::warn!(
+                run = %run.id,
+                "cannot compare the local records with the MLflow run yet: {message}"
+            );
+            let has_end = super::spool::read_records(&run.dir)
+                .map(|records| records.iter().any(|record| matches!(record, Record::End { .. })))
+                .unwrap_or(false);
+            Ok(if has_end { Vec::new() } else { vec![end] })
+        }
+    }
 }
 
 /// Every record of a run recorded only locally, in the order a live run sends them.
@@ -223,7 +272,8 @@ fn end_on_server(
         Err(message) => return Ok(format!("; its MLflow spool cannot be opened: {message}")),
     };
     let end = Record::End { status: RunStatus::Failed.as_str().to_owned(), end_time };
-    if let Err(error) = delivery.enqueue(vec![end]) {
+    let records = backfill_before_end(store, run, &target, end)?;
+    if let Err(error) = delivery.enqueue(records) {
         return Ok(format!("; cannot append to its MLflow spool: {error}"));
     }
     delivery.deliver_all();

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use pretext::store::{MetricPoint, RunStatus, Store};
 use pretext::tracking::Tracker;
 use pretext::tracking::client::Client;
+use pretext::tracking::records::Record;
 use pretext::tracking::writer::{MlflowTracker, RunStart};
 use serde_json::Value;
 
@@ -459,6 +460,98 @@ fn sigkilled_run_marked_on_next_start() {
     let run = remote_run(&server.client(), &remote);
     assert_eq!(run["info"]["status"], "FAILED", "{run}");
     assert!(run["info"]["end_time"].as_i64().is_some(), "{run}");
+}
+
+/// Metric points in the records of a run's spool, acknowledged or not.
+fn spooled_point_count(run_dir: &Path) -> usize {
+    pretext::tracking::spool::read_records(run_dir)
+        .unwrap()
+        .iter()
+        .map(|record| match record {
+            Record::Batch { metrics, .. } => metrics.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Waits until the server holds at least one `train/loss` point of the run that `run_dir` records.
+fn wait_for_remote_loss(client: &Client, run_dir: &Path, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let state = std::fs::read_to_string(run_dir.join("mlflow/state.json")).ok();
+        let remote = state.and_then(|text| serde_json::from_str::<Value>(&text).ok());
+        let history = remote
+            .as_ref()
+            .and_then(|state| state["run_id"].as_str())
+            .and_then(|run| client.metric_history(run, "train/loss").ok());
+        if history.is_some_and(|points| !points.is_empty()) {
+            return;
+        }
+        assert!(started.elapsed() < limit, "no train/loss on the server after {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The id and folder of the only run in a run root, once it is recorded.
+fn only_run(run_root: &Path, limit: Duration) -> (String, std::path::PathBuf) {
+    let started = Instant::now();
+    loop {
+        if let Ok(store) = Store::open(run_root)
+            && let Some(run) = store.list_runs().ok().and_then(|runs| runs.into_iter().next())
+        {
+            return (run.id, run.dir);
+        }
+        assert!(started.elapsed() < limit, "no run recorded after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sigkilled_run_delivers_every_point() {
+    let Some(server) = MlflowServer::start() else { return };
+    let client = server.client();
+    let run_root = tempfile::tempdir().unwrap();
+    let spec = repo_root().join("experiments/digits-autoencoder.toml");
+    let child = pretext(run_root.path())
+        .arg("run")
+        .arg(&spec)
+        .args(["trainer.epochs=100000", "trainer.log_every=1"])
+        .args(mlflow_args(&server.uri))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (local, run_dir) = only_run(run_root.path(), Duration::from_secs(60));
+    wait_for_remote_loss(&client, &run_dir, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&child, libc::SIGKILL);
+    let output = wait_with_output(child, Duration::from_secs(30));
+    assert_eq!(output.status.code(), None, "killed by a signal");
+
+    let expected = local_points(run_root.path(), &local);
+    let local_count: usize = expected.values().map(Vec::len).sum();
+    let spooled = spooled_point_count(&run_dir);
+    assert!(
+        spooled < local_count,
+        "the kill left no point outside the spool ({spooled} spooled, {local_count} recorded)"
+    );
+
+    let sync = pretext(run_root.path()).args(["sync", &local]).output().unwrap();
+    let (stdout, stderr) = text(&sync);
+    assert!(sync.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("marked run {local} FAILED")), "{stdout}\n{stderr}");
+    let remote = remote_run_id(run_root.path(), &local);
+    assert_eq!(remote_run(&client, &remote)["info"]["status"], "FAILED");
+    assert_same_points(&remote_points(&client, &remote, expected.keys().cloned()), &expected);
+    let root: Vec<String> =
+        client.list_artifacts(&remote, "").unwrap().into_iter().map(|(path, _)| path).collect();
+    assert!(root.iter().any(|path| path == "run.log"), "run.log missing in {root:?}");
+
+    let again = pretext(run_root.path()).args(["sync", &local]).output().unwrap();
+    let (stdout, stderr) = text(&again);
+    assert!(again.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("nothing sent"), "{stdout}");
+    assert_same_points(&remote_points(&client, &remote, expected.keys().cloned()), &expected);
 }
 
 #[test]
