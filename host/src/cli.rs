@@ -18,6 +18,8 @@ use pretext::train::preflight::check_shapes;
 const EXIT_FAILED: u8 = 1;
 /// Exit code of invalid input.
 const EXIT_INVALID: u8 = 2;
+/// Exit code of a finished run, or a `pretext sync`, that left MLflow records undelivered.
+const EXIT_UNDELIVERED: u8 = pretext::run::EXIT_TRACKING_INCOMPLETE;
 
 #[derive(Parser)]
 #[command(
@@ -255,10 +257,12 @@ fn report_outcome(result: Result<RunOutcome, pretext::run::RunSetupError>) -> Ex
     match result {
         Ok(outcome) => {
             print_summary(&outcome);
-            if outcome.status == RunStatus::Finished {
-                ExitCode::SUCCESS
-            } else {
+            if outcome.status != RunStatus::Finished {
                 ExitCode::from(EXIT_FAILED)
+            } else if outcome.tracking_incomplete() {
+                ExitCode::from(EXIT_UNDELIVERED)
+            } else {
+                ExitCode::SUCCESS
             }
         }
         Err(
@@ -286,7 +290,7 @@ fn print_summary(outcome: &RunOutcome) {
         eprintln!("error: {error}");
     }
     if let Some(report) = &outcome.tracking {
-        print_delivery(&outcome.run_id, report);
+        print_delivery(&outcome.run_id, outcome.status, report);
     }
     if !outcome.metrics.is_empty() {
         let width = outcome.metrics.iter().map(|(key, _)| key.len()).max().unwrap_or(6).max(6);
@@ -297,21 +301,42 @@ fn print_summary(outcome: &RunOutcome) {
     }
 }
 
-fn print_delivery(run_id: &str, report: &pretext::tracking::WriterReport) {
+/// Prints where the run went on MLflow and what did not arrive there. A finished run with an
+/// incomplete delivery gets an `error:` line, because it exits with [`EXIT_UNDELIVERED`].
+fn print_delivery(run_id: &str, status: RunStatus, report: &pretext::tracking::WriterReport) {
     if let Some(remote) = &report.remote_run_id {
         println!("  mlflow: run {remote} on {}", report.uri);
     }
     for error in &report.errors {
         eprintln!("error: {error}");
     }
+    let Some(problem) = delivery_problem(run_id, report) else {
+        return;
+    };
+    if status == RunStatus::Finished {
+        eprintln!("error: training finished but tracking delivery is incomplete: {problem}");
+    } else {
+        eprintln!("warning: tracking delivery is incomplete: {problem}");
+    }
+}
+
+/// Describes what of a run the MLflow server lacks, or `None` when it received everything.
+fn delivery_problem(run_id: &str, report: &pretext::tracking::WriterReport) -> Option<String> {
     if !report.complete {
-        eprintln!(
-            "warning: {} records not delivered to MLflow yet; they wait in {}; send them with \
-             `pretext sync {run_id}`",
+        return Some(format!(
+            "{} records wait in the spool {}; send them with `pretext sync {run_id}`",
             report.pending,
             report.spool_dir.display()
-        );
+        ));
     }
+    if !report.errors.is_empty() {
+        return Some(format!(
+            "the MLflow server rejected {} requests (errors above), so their records are only \
+             in the local store",
+            report.errors.len()
+        ));
+    }
+    None
 }
 
 fn sync_command(
@@ -346,35 +371,34 @@ fn sync_command(
             return ExitCode::from(EXIT_INVALID);
         }
     };
+    // A store error wins over an incomplete delivery.
     let mut failed = false;
+    let mut undelivered = false;
     for run in &selected {
         match sync_run(&store, run, options) {
             Ok(SyncOutcome::AlreadySynced { uri, remote_run_id }) => {
                 println!("{}: already on {uri} as run {remote_run_id}; nothing sent", run.id);
             }
             Ok(SyncOutcome::Skipped(reason)) => {
-                failed |= !runs.is_empty();
+                undelivered |= !runs.is_empty();
                 println!("{}: skipped: {reason}", run.id);
             }
             Ok(SyncOutcome::Sent(report)) => {
                 let remote = report.remote_run_id.as_deref().unwrap_or("-");
+                let complete = pretext::tracking::fully_delivered(&report);
                 println!(
                     "{}: {} requests sent to {} (run {remote}){}",
                     run.id,
                     report.sent,
                     report.uri,
-                    if report.complete { "; complete" } else { "" }
+                    if complete { "; complete" } else { "" }
                 );
                 for error in &report.errors {
                     eprintln!("error: {error}");
                 }
-                if !report.complete {
-                    failed = true;
-                    eprintln!(
-                        "warning: {} records still wait in {}",
-                        report.pending,
-                        report.spool_dir.display()
-                    );
+                if let Some(problem) = delivery_problem(&run.id, &report) {
+                    undelivered = true;
+                    eprintln!("error: {}: tracking delivery is incomplete: {problem}", run.id);
                 }
             }
             Err(error) => {
@@ -383,7 +407,13 @@ fn sync_command(
             }
         }
     }
-    if failed { ExitCode::from(EXIT_FAILED) } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::from(EXIT_FAILED)
+    } else if undelivered {
+        ExitCode::from(EXIT_UNDELIVERED)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn validate_command(spec_path: &Path, overrides: &[String]) -> ExitCode {

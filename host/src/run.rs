@@ -21,6 +21,10 @@ use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::train::evaluate::{artifact_path, run_evaluators};
 use crate::train::{Pipeline, Resume, TrainObserver, TrainState, TrainSummary, train_from};
 
+/// Exit code of `pretext run` when training finished but the MLflow delivery is incomplete: records
+/// wait in the spool for `pretext sync`, or the server rejected some of them.
+pub const EXIT_TRACKING_INCOMPLETE: u8 = 3;
+
 /// How a run ended, for the summary and the exit code.
 #[derive(Debug)]
 pub struct RunOutcome {
@@ -33,6 +37,13 @@ pub struct RunOutcome {
     pub train: Option<TrainSummary>,
     /// What the MLflow writer delivered, when the run went to a server too.
     pub tracking: Option<WriterReport>,
+}
+
+impl RunOutcome {
+    /// Returns whether the run went to an MLflow server that did not receive all of it.
+    pub fn tracking_incomplete(&self) -> bool {
+        self.tracking.as_ref().is_some_and(|report| !crate::tracking::fully_delivered(report))
+    }
 }
 
 /// Errors that stop a run before it is recorded (exit code 2) or while recording it.

@@ -6,6 +6,7 @@ use std::path::Path;
 use super::journal::{Trial, TrialStatus};
 use super::plan::SweepPlan;
 use super::{Sweep, SweepError};
+use crate::run::EXIT_TRACKING_INCOMPLETE;
 use crate::store::{RunRow, Store};
 
 /// The arguments of the trial's `pretext` process: the trial folder as the run root, the spec,
@@ -94,6 +95,25 @@ fn last_log_line(dir: &Path) -> Option<String> {
     text.lines().rev().find(|line| !line.trim().is_empty()).map(|line| line.trim().to_owned())
 }
 
+/// Returns whether a trial process's exit code means that training finished: 0, or
+/// [`EXIT_TRACKING_INCOMPLETE`] when only its MLflow delivery is incomplete.
+fn finished_exit(code: i32) -> bool {
+    code == 0 || code == i32::from(EXIT_TRACKING_INCOMPLETE)
+}
+
+/// Returns the journal note of a finished trial whose MLflow delivery is incomplete.
+fn undelivered_note(code: i32, trial: &Trial, run: &Option<RunRow>) -> Option<String> {
+    if code != i32::from(EXIT_TRACKING_INCOMPLETE) {
+        return None;
+    }
+    let run_id = run.as_ref().map_or("RUN", |run| run.id.as_str());
+    Some(format!(
+        "training finished but tracking delivery is incomplete; send it with `pretext --run-root \
+         {} sync {run_id}`",
+        trial.dir.display()
+    ))
+}
+
 /// Reads the trial's run back and decides its status.
 pub fn settle(plan: &SweepPlan, trial: &Trial, exit: Exit) -> Settled {
     let metric = plan.metric();
@@ -124,14 +144,18 @@ pub fn settle(plan: &SweepPlan, trial: &Trial, exit: Exit) -> Settled {
             (TrialStatus::Pruned, best, Some(format!("pruned after {} reports", reports.len())))
         }
         Exit::Killed(reason) => (TrialStatus::Killed, None, Some(reason)),
-        Exit::Code(0) if run_status.as_deref() == Some("FINISHED") => match latest {
-            Some((Some(value), _)) => (TrialStatus::Finished, Some(value), None),
-            Some((None, keys)) => failed(format!(
-                "the run recorded no metric `{metric}`; it recorded: {}",
-                keys.join(", ")
-            )),
-            None => failed("the run's metrics cannot be read".to_owned()),
-        },
+        Exit::Code(code) if finished_exit(code) && run_status.as_deref() == Some("FINISHED") => {
+            match latest {
+                Some((Some(value), _)) => {
+                    (TrialStatus::Finished, Some(value), undelivered_note(code, trial, &run))
+                }
+                Some((None, keys)) => failed(format!(
+                    "the run recorded no metric `{metric}`; it recorded: {}",
+                    keys.join(", ")
+                )),
+                None => failed("the run's metrics cannot be read".to_owned()),
+            }
+        }
         Exit::Code(_) if run_status.as_deref() == Some("KILLED") => {
             (TrialStatus::Killed, None, Some("the run was interrupted by a signal".to_owned()))
         }
@@ -163,4 +187,17 @@ pub fn record_end(sweep: &Sweep, trial: &Trial, exit: Exit) -> Result<(), SweepE
     let error = settled.error.map(|error| format!(": {error}")).unwrap_or_default();
     println!("trial {} {}{}{error}", trial.id, settled.status.as_str(), value.unwrap_or_default());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undelivered_tracking_counts_as_finished() {
+        assert!(finished_exit(0));
+        assert!(finished_exit(i32::from(EXIT_TRACKING_INCOMPLETE)));
+        assert!(!finished_exit(1));
+        assert!(!finished_exit(2));
+    }
 }

@@ -127,6 +127,12 @@ impl Tracker for Trackers<'_> {
     }
 }
 
+/// Returns whether a writer or sync delivered everything: nothing waits in the spool and the server
+/// rejected no record.
+pub fn fully_delivered(report: &WriterReport) -> bool {
+    report.complete && report.errors.is_empty()
+}
+
 /// MLflow's system tags for a run, plus `pretext.run_id`, which lets a retried creation or a
 /// later `pretext sync` find the run instead of creating a second one.
 pub fn system_tags(

@@ -474,7 +474,7 @@ fn spooled_point_count(run_dir: &Path) -> usize {
         .sum()
 }
 
-/// Waits until the server holds at least one `train/loss` point of the run that `run_dir` records.
+/// Waits until the server has at least one `train/loss` point of the run that `run_dir` records.
 fn wait_for_remote_loss(client: &Client, run_dir: &Path, limit: Duration) {
     let started = Instant::now();
     loop {
@@ -492,7 +492,7 @@ fn wait_for_remote_loss(client: &Client, run_dir: &Path, limit: Duration) {
     }
 }
 
-/// The id and folder of the only run in a run root, once it is recorded.
+/// Returns the id and folder of the only run in a run root, once it is recorded.
 fn only_run(run_root: &Path, limit: Duration) -> (String, std::path::PathBuf) {
     let started = Instant::now();
     loop {
@@ -555,6 +555,113 @@ fn sigkilled_run_delivers_every_point() {
 }
 
 #[test]
+fn undelivered_run_exits_three_until_synced() {
+    let Some(mut server) = MlflowServer::start() else { return };
+    server.kill();
+    let run_root = tempfile::tempdir().unwrap();
+    let spec = write_spec(run_root.path(), "small.toml", SMALL_AUTOENCODER);
+    let output = pretext(run_root.path())
+        .arg("run")
+        .arg(&spec)
+        .args(mlflow_args(&server.uri))
+        .arg("tracking.retry_seconds=1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(stdout.contains("FINISHED"), "{stdout}");
+    let local = run_id(&stdout);
+    assert!(stderr.contains("training finished but tracking delivery is incomplete"), "{stderr}");
+    assert!(stderr.contains(&format!("pretext sync {local}")), "{stderr}");
+    let spool_path = run_root.path().join(&local).join("mlflow/spool.jsonl");
+    assert!(spool_path.exists(), "the spool is kept");
+
+    let down =
+        pretext(run_root.path()).args(["sync", &local, "--retry-seconds", "1"]).output().unwrap();
+    let (stdout, stderr) = text(&down);
+    assert_eq!(down.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(stderr.contains("tracking delivery is incomplete"), "{stderr}");
+    assert!(spool_path.exists(), "the spool is kept");
+
+    server.resume();
+    let up = pretext(run_root.path()).args(["sync", &local]).output().unwrap();
+    let (stdout, stderr) = text(&up);
+    assert_eq!(up.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("complete"), "{stdout}");
+    assert!(!spool_path.exists(), "a delivered spool is removed");
+    let client = server.client();
+    let remote = remote_run_id(run_root.path(), &local);
+    assert_eq!(remote_run(&client, &remote)["info"]["status"], "FINISHED");
+    let expected = local_points(run_root.path(), &local);
+    assert_same_points(&remote_points(&client, &remote, expected.keys().cloned()), &expected);
+}
+
+#[test]
+fn rejected_records_exit_three() {
+    // A real server accepts every batch pretext builds, so a fake one rejects them.
+    let server = FakeServer::start(Box::new(|_, request| {
+        if request.path.ends_with("runs/log-batch") {
+            (400, r#"{"error_code":"INVALID_PARAMETER_VALUE","message":"rejected"}"#.to_owned())
+        } else {
+            mlflow_answer(request)
+        }
+    }));
+    let run_root = tempfile::tempdir().unwrap();
+    let spec = write_spec(run_root.path(), "small.toml", SMALL_AUTOENCODER);
+    let output = pretext(run_root.path())
+        .arg("run")
+        .arg(&spec)
+        .args(["trainer.epochs=1"])
+        .args(mlflow_args(&server.uri))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(stderr.contains("the MLflow server rejected"), "{stderr}");
+    assert!(!server.requests("runs/log-batch").is_empty());
+    assert_eq!(server.requests("runs/update").len(), 1, "the run still ends");
+}
+
+#[test]
+fn undelivered_trial_counts_as_finished() {
+    let Some(server) = MlflowServer::start() else { return };
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "{SMALL_AUTOENCODER}\n[tracking]\nbackend = \"mlflow\"\nuri = \"{}\"\nretry_seconds = 1\n\n\
+         [sweep]\nmetric = \"reconstruction/mse\"\n",
+        server.uri
+    );
+    let spec = write_spec(dir.path(), "sweep.toml", &body);
+    let sweep_dir = dir.path().join("sweep");
+    let output = pretext(dir.path())
+        .arg("sweep")
+        .arg(&spec)
+        .arg(format!("tracking.uri=\"{}\",\"{down}\"", server.uri))
+        .args(["trainer.epochs=1", "--max-parallel", "1", "--dir"])
+        .arg(&sweep_dir)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+
+    let trials = pretext::sweep::read(&sweep_dir).unwrap().1;
+    assert_eq!(trials.len(), 2);
+    for trial in &trials {
+        assert_eq!(trial.status, pretext::sweep::journal::TrialStatus::Finished, "{trial:?}");
+        assert!(trial.value.is_some(), "{trial:?}");
+        let undelivered = trial.overrides.iter().any(|text| text.contains(&down));
+        let error = trial.error.as_deref().unwrap_or_default();
+        if undelivered {
+            assert!(error.contains("tracking delivery is incomplete"), "{trial:?}");
+            assert!(error.contains("sync"), "{trial:?}");
+        } else {
+            assert_eq!(trial.error, None, "{trial:?}");
+        }
+    }
+}
+
+#[test]
 fn sync_sends_local_and_spooled_runs_once() {
     let Some(server) = MlflowServer::start() else { return };
     let run_root = tempfile::tempdir().unwrap();
@@ -578,7 +685,7 @@ fn sync_sends_local_and_spooled_runs_once() {
         .output()
         .unwrap();
     let (stdout, stderr) = text(&spooled_run);
-    assert!(spooled_run.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(spooled_run.status.code(), Some(3), "{stdout}\n{stderr}");
     assert!(stderr.contains("pretext sync"), "{stderr}");
     let spooled = run_id(&stdout);
     assert!(run_root.path().join(&spooled).join("mlflow/spool.jsonl").exists());
