@@ -144,7 +144,7 @@ impl Client {
         Err(RequestError::Rejected { status: status.as_u16(), message })
     }
 
-    fn post(&self, endpoint: &str, body: &Value) -> Result<Value, RequestError> {
+    fn post(&self, endpoint: &str, body: &impl serde::Serialize) -> Result<Value, RequestError> {
         let url = format!("{}/api/2.0/mlflow/{endpoint}", self.base);
         let body = serde_json::to_vec(body).map_err(|error| transient(error.to_string()))?;
         self.send(
@@ -261,11 +261,15 @@ impl Client {
         params: &[Pair],
         tags: &[Pair],
     ) -> Result<(), RequestError> {
-        self.post(
-            "runs/log-batch",
-            &json!({ "run_id": run_id, "metrics": metrics, "params": params, "tags": tags }),
-        )
-        .map(drop)
+        /// The request body, serialized straight from the batch's entries.
+        #[derive(serde::Serialize)]
+        struct LogBatch<'a> {
+            run_id: &'a str,
+            metrics: &'a [Metric],
+            params: &'a [Pair],
+            tags: &'a [Pair],
+        }
+        self.post("runs/log-batch", &LogBatch { run_id, metrics, params, tags }).map(drop)
     }
 
     /// Sets a run's status and end time.

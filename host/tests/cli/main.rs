@@ -12,3 +12,4 @@ mod specs;
 mod sweeps;
 mod templates;
 mod tracking;
+mod writer;

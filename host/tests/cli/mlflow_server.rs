@@ -160,7 +160,8 @@ pub struct Received {
 /// The fake server's response function: status and JSON body for a request, given how many came before.
 pub type Responder = dyn Fn(usize, &Received) -> (u16, String) + Send + Sync;
 
-/// A fake MLflow server on loopback: one thread, one connection at a time, `Connection: close`.
+/// A fake MLflow server on loopback: one thread per connection, one request per connection
+/// (`Connection: close`).
 pub struct FakeServer {
     pub uri: String,
     pub received: Arc<Mutex<Vec<Received>>>,
@@ -175,10 +176,14 @@ impl FakeServer {
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (log, flag) = (Arc::clone(&received), Arc::clone(&stop));
+        let responder: Arc<Responder> = Arc::from(responder);
         std::thread::spawn(move || {
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((stream, _)) => serve_one(stream, &log, &*responder),
+                    Ok((stream, _)) => {
+                        let (log, responder) = (Arc::clone(&log), Arc::clone(&responder));
+                        std::thread::spawn(move || serve_one(stream, &log, &*responder));
+                    }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
