@@ -15,7 +15,8 @@ use crate::store::{MetricPoint, RunStatus, Store, now_millis};
 use crate::tracking::sync::mark_stale_runs;
 use crate::tracking::writer::RunStart;
 use crate::tracking::{
-    LocalTracker, MlflowTracker, Tracker, Trackers, WriterReport, resolve_target, system_tags,
+    LocalTracker, MlflowTracker, Relogged, Tracker, Trackers, WriterReport, resolve_target,
+    system_tags,
 };
 use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::train::evaluate::{artifact_path, run_evaluators};
@@ -260,7 +261,8 @@ pub fn execute(
     }
     let (run_id, run_dir) = store.create_run(&experiment.name, &experiment.name)?;
     store.record_process(&run_id)?;
-    drive(experiment, registry, &mut store, run_id, run_dir, device, target, stop, None)
+    let relogged = Relogged::default();
+    drive(experiment, registry, &mut store, run_id, run_dir, device, target, stop, None, relogged)
 }
 
 /// Continues a FAILED or KILLED run from its latest checkpoint, under the same run id.
@@ -304,7 +306,15 @@ pub fn resume(run_root: &Path, run: &str, stop: &AtomicBool) -> Result<RunOutcom
     }
     let latest = checkpoint::latest(&row.dir);
     let keep_row = latest.as_ref().map_or(0, |checkpoint| checkpoint.meta.metric_row);
+    let before = store.metrics(&row.id)?;
     let removed = store.truncate_metrics(&row.id, keep_row)?;
+    let relogged = match &target {
+        Some(target) if sent_to(&row.dir, &target.uri) => {
+            Relogged::between(&before, &store.metrics(&row.id)?)
+        }
+        _ => Relogged::default(),
+    };
+    drop(before);
     store.reopen_run(&row.id)?;
     store.record_process(&row.id)?;
     match &latest {
@@ -313,7 +323,37 @@ pub fn resume(run_root: &Path, run: &str, stop: &AtomicBool) -> Result<RunOutcom
         }
         None => tracing::warn!(run = %row.id, removed, "no checkpoint found; the run starts over"),
     }
-    drive(&experiment, &registry, &mut store, row.id, row.dir, device, target, stop, latest)
+    if !relogged.is_empty() {
+        tracing::info!(
+            run = %row.id,
+            points = relogged.len(),
+            "the MLflow run has the steps after the checkpoint; they are not sent again"
+        );
+    }
+    drive(
+        &experiment,
+        &registry,
+        &mut store,
+        row.id,
+        row.dir,
+        device,
+        target,
+        stop,
+        latest,
+        relogged,
+    )
+}
+
+/// Returns whether an earlier attempt of the run in `run_dir` sent records to the server `uri`,
+/// so that the points deleted at a resume are on the server or in the spool.
+///
+/// NOTE: a point lost in the writer's channel at a SIGKILL is in neither when the server was
+/// unreachable at the resume, because the stale run was then not compared with the server. Its
+/// step is still left out of the resumed run's MLflow records.
+fn sent_to(run_dir: &Path, uri: &str) -> bool {
+    let state_uri = crate::tracking::spool::read_state(run_dir).map(|state| state.uri);
+    let spool_uri = crate::tracking::sync::spool_uri(run_dir);
+    state_uri.as_deref() == Some(uri) || spool_uri.as_deref() == Some(uri)
 }
 
 /// Records and runs a run whose store entry exists.
@@ -328,6 +368,7 @@ fn drive(
     target: Option<crate::tracking::MlflowTarget>,
     stop: &AtomicBool,
     resume_from: Option<Checkpoint>,
+    relogged: Relogged,
 ) -> Result<RunOutcome, RunSetupError> {
     let started = Instant::now();
     let git = git_tags(
@@ -360,7 +401,8 @@ fn drive(
         }
         None => None,
     };
-    let mut trackers = Trackers { local: LocalTracker { store, run_id: run_id.clone() }, mlflow };
+    let local = LocalTracker { store, run_id: run_id.clone() };
+    let mut trackers = Trackers { local, mlflow, relogged };
     let prepared = prepare_run(experiment, registry, &mut trackers, git, &run_id, &run_dir, device);
     if let Err(error) = prepared {
         let message = error.to_string();

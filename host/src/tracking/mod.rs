@@ -15,6 +15,7 @@ pub mod sync;
 pub mod target;
 pub mod writer;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use crate::store::{MetricPoint, RunStatus, Store, StoreError};
@@ -61,10 +62,68 @@ impl Tracker for LocalTracker<'_> {
     }
 }
 
+/// The metric points that a resumed run records again and that its MLflow run already has.
+///
+/// A resume deletes the local points recorded after the checkpoint, and training records those
+/// steps again, bit for bit the same but with new timestamps. MLflow cannot delete points, so the
+/// repeated ones are kept off the MLflow path. Each (key, step) counts how many more of its points
+/// to leave out.
+#[derive(Debug, Default)]
+pub struct Relogged {
+    remaining: HashMap<(String, u64), usize>,
+}
+
+impl Relogged {
+    /// Builds the filter from the run's local points before and after the resume deleted some.
+    pub fn between(before: &[MetricPoint], after: &[MetricPoint]) -> Self {
+        let mut remaining: HashMap<(String, u64), usize> = HashMap::new();
+        for point in before {
+            *remaining.entry((point.key.clone(), point.step)).or_default() += 1;
+        }
+        for point in after {
+            if let Some(count) = remaining.get_mut(&(point.key.clone(), point.step)) {
+                *count = count.saturating_sub(1);
+            }
+        }
+        remaining.retain(|_, count| *count > 0);
+        Self { remaining }
+    }
+
+    /// Returns the number of points still to be left out.
+    pub fn len(&self) -> usize {
+        self.remaining.values().sum()
+    }
+
+    /// Returns whether no point is left out any more.
+    pub fn is_empty(&self) -> bool {
+        self.remaining.is_empty()
+    }
+
+    /// Returns the points of `points` that the MLflow run does not have yet.
+    fn new_points(&mut self, points: &[MetricPoint]) -> Vec<MetricPoint> {
+        let mut unsent = Vec::with_capacity(points.len());
+        for point in points {
+            let key = (point.key.clone(), point.step);
+            match self.remaining.get_mut(&key) {
+                Some(count) => {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.remaining.remove(&key);
+                    }
+                }
+                None => unsent.push(point.clone()),
+            }
+        }
+        unsent
+    }
+}
+
 /// The local store plus, when configured, an MLflow server.
 pub struct Trackers<'a> {
     pub local: LocalTracker<'a>,
     pub mlflow: Option<MlflowTracker>,
+    /// Points of a resumed run that the MLflow run already has.
+    pub relogged: Relogged,
 }
 
 impl Trackers<'_> {
@@ -84,10 +143,10 @@ impl Trackers<'_> {
             return Ok(None);
         };
         let report = mlflow.finish(status, crate::store::now_millis());
-        if report.complete
-            && let Some(remote_id) = &report.remote_run_id
-        {
-            self.local.store.record_mlflow_run(&self.local.run_id, &report.uri, remote_id, true)?;
+        // Recorded when incomplete too, so that a resumed run's spool is not taken as delivered.
+        if let Some(remote_id) = &report.remote_run_id {
+            let run_id = &self.local.run_id;
+            self.local.store.record_mlflow_run(run_id, &report.uri, remote_id, report.complete)?;
         }
         Ok(Some(report))
     }
@@ -112,10 +171,17 @@ impl Tracker for Trackers<'_> {
 
     fn log_metrics(&mut self, points: &[MetricPoint]) -> Result<(), StoreError> {
         self.local.log_metrics(points)?;
-        if let Some(mlflow) = &mut self.mlflow {
-            mlflow.log_metrics(points)?;
+        let Some(mlflow) = &mut self.mlflow else {
+            return Ok(());
+        };
+        if self.relogged.is_empty() {
+            return mlflow.log_metrics(points);
         }
-        Ok(())
+        let new_points = self.relogged.new_points(points);
+        if new_points.is_empty() {
+            return Ok(());
+        }
+        mlflow.log_metrics(&new_points)
     }
 
     fn log_artifact(&mut self, file: &Path, artifact_path: &str) -> Result<(), StoreError> {
@@ -193,4 +259,26 @@ pub fn run_artifacts(run_dir: &Path) -> Vec<(std::path::PathBuf, String)> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(key: &str, step: u64, timestamp: i64) -> MetricPoint {
+        MetricPoint { key: key.to_owned(), value: 0.5, step, timestamp }
+    }
+
+    #[test]
+    fn relogged_points_left_out_once() {
+        let before = [point("loss", 1, 10), point("loss", 2, 20), point("acc", 2, 21)];
+        let after = [point("loss", 1, 10)];
+        let mut relogged = Relogged::between(&before, &after);
+        assert_eq!(relogged.len(), 2);
+
+        let again = [point("loss", 2, 50), point("acc", 2, 51), point("loss", 3, 60)];
+        assert_eq!(relogged.new_points(&again), vec![point("loss", 3, 60)]);
+        assert!(relogged.is_empty());
+        assert_eq!(relogged.new_points(&[point("loss", 2, 70)]), vec![point("loss", 2, 70)]);
+    }
 }

@@ -661,6 +661,105 @@ fn undelivered_trial_counts_as_finished() {
     }
 }
 
+/// A run that logs every step and checkpoints at each epoch end (23 steps), long enough to be
+/// killed several times.
+const CHECKPOINTED: &str = r#"
+name = "resumed"
+seed = 11
+
+[dataset]
+plugin = "digits"
+
+[encoder]
+plugin = "mlp"
+hidden = [32]
+latent = 8
+dropout = 0.1
+
+[objective]
+plugin = "denoising_autoencoder"
+
+[trainer]
+epochs = 1500
+checkpoint_every = 1000
+keep_checkpoints = 2
+log_every = 1
+threads = 1
+
+[evaluate.reconstruction]
+"#;
+
+fn checkpoint_step(run_dir: &Path) -> Option<u64> {
+    pretext::train::checkpoint::latest(run_dir).map(|found| found.meta.state.step)
+}
+
+/// Returns the largest `train/loss` step in the local store.
+fn local_last_step(run_root: &Path, run: &str) -> Option<u64> {
+    let store = Store::open(run_root).unwrap();
+    let points = store.metrics(run).unwrap();
+    points.iter().filter(|point| point.key == "train/loss").map(|point| point.step).max()
+}
+
+#[test]
+fn resume_sends_each_step_once() {
+    use rand::{Rng, SeedableRng};
+
+    let Some(server) = MlflowServer::start() else { return };
+    let client = server.client();
+    let run_root = tempfile::tempdir().unwrap();
+    let spec = write_spec(run_root.path(), "resumed.toml", CHECKPOINTED);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut run: Option<(String, std::path::PathBuf)> = None;
+    let mut remote: Option<String> = None;
+    let mut repeated_steps = 0;
+
+    // Kill the run three times at random moments once the server has its first points, and
+    // resume it each time.
+    for _ in 0..3 {
+        let mut command = pretext(run_root.path());
+        match &run {
+            None => command.arg("run").arg(&spec).args(mlflow_args(&server.uri)),
+            Some((local, _)) => command.args(["run", "--resume", local]),
+        };
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let (local, run_dir) =
+            run.get_or_insert_with(|| only_run(run_root.path(), Duration::from_secs(60)));
+        wait_for_remote_loss(&client, run_dir, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(rng.random_range(500..1500)));
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it was killed");
+        signal(&child, libc::SIGKILL);
+        child.wait().unwrap();
+
+        let found = remote_run_id(run_root.path(), local);
+        assert_eq!(remote.get_or_insert_with(|| found.clone()), &found, "the same MLflow run");
+        let checkpoint = checkpoint_step(run_dir).unwrap_or(0);
+        let last = local_last_step(run_root.path(), local).unwrap_or(0);
+        repeated_steps += last.saturating_sub(checkpoint);
+    }
+    assert!(repeated_steps > 0, "no kill left steps after its checkpoint to repeat");
+
+    let (local, _) = run.unwrap();
+    let remote = remote.unwrap();
+    let output = pretext(run_root.path()).args(["run", "--resume", &local]).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(remote_run_id(run_root.path(), &local), remote, "the same MLflow run");
+    let experiment = client.experiment_id("resumed").unwrap();
+    let found = client.search_runs(&experiment, "").unwrap();
+    assert_eq!(found["runs"].as_array().map(Vec::len), Some(1), "{found}");
+    assert_eq!(remote_run(&client, &remote)["info"]["status"], "FINISHED");
+
+    let expected = local_points(run_root.path(), &local);
+    let received = remote_points(&client, &remote, expected.keys().cloned());
+    for (key, points) in &received {
+        let mut steps: Vec<i64> = points.iter().map(|(step, _)| *step).collect();
+        let total = steps.len();
+        steps.dedup();
+        assert_eq!(steps.len(), total, "{key}: a step is on the server twice");
+    }
+    assert_same_points(&received, &expected);
+}
+
 #[test]
 fn sync_sends_local_and_spooled_runs_once() {
     let Some(server) = MlflowServer::start() else { return };
