@@ -32,6 +32,8 @@ pub fn free_port() -> u16 {
 pub struct MlflowServer {
     child: Option<Child>,
     executable: PathBuf,
+    /// CPUs the server and its workers are confined to (a `taskset` list), if any.
+    cpus: Option<String>,
     pub port: u16,
     pub uri: String,
     folder: tempfile::TempDir,
@@ -40,6 +42,12 @@ pub struct MlflowServer {
 impl MlflowServer {
     /// Starts a server, or returns `None` (and the test skips) when mlflow is not installed.
     pub fn start() -> Option<Self> {
+        Self::start_on(None)
+    }
+
+    /// Starts a server whose processes run only on `cpus` (a `taskset` CPU list such as `1` or
+    /// `2-3`) when given, so that a benchmark can keep it off the CPUs it measures.
+    pub fn start_on(cpus: Option<&str>) -> Option<Self> {
         let Some(executable) = mlflow_executable() else {
             println!("skipped: no mlflow in PRETEXT_PYTHON's venv (run scripts/setup.sh)");
             return None;
@@ -48,6 +56,7 @@ impl MlflowServer {
         let mut server = Self {
             child: None,
             executable,
+            cpus: cpus.map(str::to_owned),
             port,
             uri: format!("http://127.0.0.1:{port}"),
             folder: tempfile::tempdir().expect("temporary folder"),
@@ -65,7 +74,15 @@ impl MlflowServer {
             .append(true)
             .open(self.folder.path().join("server.log"))
             .expect("server log");
-        let child = Command::new(&self.executable)
+        let mut command = match &self.cpus {
+            Some(cpus) => {
+                let mut command = Command::new("taskset");
+                command.args(["--cpu-list", cpus]).arg(&self.executable);
+                command
+            }
+            None => Command::new(&self.executable),
+        };
+        let child = command
             .args(["server", "--host", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--backend-store-uri")
             .arg(format!("sqlite:///{}", db.display()))
