@@ -360,7 +360,7 @@ fn long_run(run_root: &Path, uri: &str, epochs: u32) -> Child {
         .unwrap()
 }
 
-/// Every local metric point's timestamp, in milliseconds since the Unix epoch.
+/// Returns every local metric point's timestamp, in milliseconds since the Unix epoch.
 fn local_timestamps(run_root: &Path, run: &str) -> Vec<i64> {
     let store = Store::open(run_root).unwrap();
     store.metrics(run).unwrap().iter().map(|point| point.timestamp).collect()
@@ -371,9 +371,9 @@ fn server_outage_loses_and_duplicates_nothing() {
     let Some(mut server) = MlflowServer::start() else { return };
     let run_root = tempfile::tempdir().unwrap();
     let spec = write_spec(run_root.path(), "long.toml", SMALL_AUTOENCODER);
-    // About 46000 steps, which take 45 s to 2 minutes on a 2-core machine in the debug build: the
-    // run is still training when the server is back. Each request may keep failing for 120 s,
-    // longer than the outage and the server's restart together.
+    // About 46000 steps, which took about 110 s in the debug build on a 2-core machine with other
+    // work running. The check after the restart fails if the run ends before the server is back.
+    // Each request may keep failing for 120 s, longer than the outage and the restart together.
     let mut child = pretext(run_root.path())
         .arg("run")
         .arg(&spec)
