@@ -175,12 +175,10 @@ impl TrainObserver for Recorder<'_, '_> {
         if let Some(error) = self.error.take() {
             return Err(error);
         }
-        let metric_row = self
-            .trackers
-            .local
-            .store
-            .last_metric_row(&self.run_id)
-            .map_err(|error| error.to_string())?;
+        let store = &self.trackers.local.store;
+        // The checkpoint names the last metric row it covers, so that row must be on disk first.
+        store.sync().map_err(|error| error.to_string())?;
+        let metric_row = store.last_metric_row(&self.run_id).map_err(|error| error.to_string())?;
         let parameters = pipeline.named_parameters().map_err(|error| error.to_string())?;
         let meta = CheckpointMeta { state: state.clone(), metric_row };
         let saved = checkpoint::save(
