@@ -10,7 +10,9 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// starts four by default) do that in parallel, so on a two-core machine two requests deliver
 /// about twice as many points per second as one (measured in `docs/benchmarks.md`).
 pub const REQUESTS_IN_FLIGHT: usize = 2;
+/// `log-batch` requests sent in one round, between two appends to the spool.
+const REQUESTS_PER_ROUND: usize = 16;
 
 /// The writer's delivery summary, for the run summary and `pretext sync`.
 #[derive(Debug, Clone)]
@@ -157,14 +161,16 @@ impl Delivery {
         }
     }
 
-    /// Sends the batches at the head of the queue as up to [`REQUESTS_IN_FLIGHT`] concurrent
-    /// `log-batch` requests. Metric points carry their own step and timestamp, and a param
-    /// cannot change once logged, so the order in which these requests land does not matter.
-    /// A batch that sets tags is sent only at the head, so tags keep their order.
+    /// Sends the batches at the head of the queue, up to [`REQUESTS_PER_ROUND`] `log-batch`
+    /// requests, with [`REQUESTS_IN_FLIGHT`] of them in flight at any moment: each sender thread
+    /// takes the next request as soon as its last one is answered. Metric points carry their own
+    /// step and timestamp, and a param cannot change once logged, so the order in which these
+    /// requests land does not matter. A batch that sets tags is sent only at the head, so tags
+    /// keep their order. After a transient failure no further request of the round starts.
     fn send_batches(&mut self, run_id: &str) -> Step {
         let mut requests: Vec<(Range<usize>, Record)> = Vec::new();
         let mut start = 0;
-        while requests.len() < REQUESTS_IN_FLIGHT && start < self.queue.len() {
+        while requests.len() < REQUESTS_PER_ROUND && start < self.queue.len() {
             // One request contains at most MAX_ITEMS entries, and every batch record at least one.
             let records: Vec<&Record> = self
                 .queue
@@ -185,33 +191,45 @@ impl Delivery {
             requests.push((start..start + covered, merged));
             start += covered;
         }
+
         let client = &self.client;
-        let send = |record: &Record| match record {
-            Record::Batch { metrics, params, tags } => {
-                client.log_batch(run_id, metrics, params, tags)
+        let next = AtomicUsize::new(0);
+        let failing = AtomicBool::new(false);
+        let answers: Vec<Mutex<Option<Result<(), RequestError>>>> =
+            requests.iter().map(|_| Mutex::new(None)).collect();
+        let sender = || {
+            while !failing.load(Ordering::Relaxed) {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some((_, Record::Batch { metrics, params, tags })) = requests.get(index) else {
+                    return;
+                };
+                let result = client.log_batch(run_id, metrics, params, tags);
+                if matches!(result, Err(RequestError::Transient { .. })) {
+                    failing.store(true, Ordering::Relaxed);
+                }
+                *answers[index].lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
             }
-            _ => unreachable!("only batches are sent together"),
         };
-        let results: Vec<Result<(), RequestError>> = std::thread::scope(|scope| {
-            let others: Vec<_> =
-                requests[1..].iter().map(|(_, record)| scope.spawn(|| send(record))).collect();
-            let first = send(&requests[0].1);
-            std::iter::once(first)
-                .chain(others.into_iter().map(|handle| {
-                    handle.join().unwrap_or_else(|_| {
-                        Err(RequestError::Transient {
-                            message: "the request thread panicked".to_owned(),
-                            retry_after: None,
-                        })
-                    })
-                }))
-                .collect()
+        std::thread::scope(|scope| {
+            for _ in 1..REQUESTS_IN_FLIGHT.min(requests.len()) {
+                scope.spawn(sender);
+            }
+            sender();
+        });
+        let results = answers.into_iter().map(|answer| {
+            answer.into_inner().unwrap_or_else(PoisonError::into_inner).unwrap_or_else(|| {
+                Err(RequestError::Transient {
+                    message: "not sent after an earlier request of the round failed".to_owned(),
+                    retry_after: None,
+                })
+            })
         });
 
         // From the last request back, so that the ranges in front stay valid while delivered
         // records leave the queue.
         let mut retry: Option<(u64, String, Option<Duration>)> = None;
         let mut outcome = Step::Sent;
+        let results: Vec<Result<(), RequestError>> = results.collect();
         for ((range, record), result) in requests.into_iter().zip(results).rev() {
             match result {
                 Ok(()) => {
