@@ -503,6 +503,19 @@ fn spooled_point_count(run_dir: &Path) -> usize {
         .sum()
 }
 
+/// Waits until the local store has more points of the run than its spool.
+fn wait_until_unspooled(run_root: &Path, run: &str, run_dir: &Path, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let recorded: usize = local_points(run_root, run).values().map(Vec::len).sum();
+        if recorded > spooled_point_count(run_dir) {
+            return;
+        }
+        assert!(started.elapsed() < limit, "every point was still spooled after {limit:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Waits until the server has at least one `train/loss` point of the run that `run_dir` records.
 fn wait_for_remote_loss(client: &Client, run_dir: &Path, limit: Duration) {
     let started = Instant::now();
@@ -539,31 +552,42 @@ fn only_run(run_root: &Path, limit: Duration) -> (String, std::path::PathBuf) {
 fn sigkilled_run_delivers_every_point() {
     let Some(server) = MlflowServer::start() else { return };
     let client = server.client();
-    let run_root = tempfile::tempdir().unwrap();
     let spec = repo_root().join("experiments/digits-autoencoder.toml");
-    let child = pretext(run_root.path())
-        .arg("run")
-        .arg(&spec)
-        .args(["trainer.epochs=100000", "trainer.log_every=1"])
-        .args(mlflow_args(&server.uri))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (local, run_dir) = only_run(run_root.path(), Duration::from_secs(60));
-    wait_for_remote_loss(&client, &run_dir, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(2));
-    signal(&child, libc::SIGKILL);
-    let output = wait_with_output(child, Duration::from_secs(30));
-    assert_eq!(output.status.code(), None, "killed by a signal");
+    // A kill that lands just after the writer spooled everything leaves nothing to recover, so
+    // such an attempt is repeated with a new run.
+    let mut attempts = 0;
+    let (run_root, local, expected) = loop {
+        attempts += 1;
+        let run_root = tempfile::tempdir().unwrap();
+        let child = pretext(run_root.path())
+            .arg("run")
+            .arg(&spec)
+            .args(["trainer.epochs=100000", "trainer.log_every=1"])
+            .args(mlflow_args(&server.uri))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (local, run_dir) = only_run(run_root.path(), Duration::from_secs(60));
+        wait_for_remote_loss(&client, &run_dir, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_secs(2));
+        wait_until_unspooled(run_root.path(), &local, &run_dir, Duration::from_secs(30));
+        signal(&child, libc::SIGKILL);
+        let output = wait_with_output(child, Duration::from_secs(30));
+        assert_eq!(output.status.code(), None, "killed by a signal");
 
-    let expected = local_points(run_root.path(), &local);
-    let local_count: usize = expected.values().map(Vec::len).sum();
-    let spooled = spooled_point_count(&run_dir);
-    assert!(
-        spooled < local_count,
-        "the kill left no point outside the spool ({spooled} spooled, {local_count} recorded)"
-    );
+        let expected = local_points(run_root.path(), &local);
+        let local_count: usize = expected.values().map(Vec::len).sum();
+        let spooled = spooled_point_count(&run_dir);
+        if spooled < local_count {
+            break (run_root, local, expected);
+        }
+        assert!(
+            attempts < 5,
+            "in {attempts} attempts no kill left a point outside the spool ({spooled} spooled, \
+             {local_count} recorded)"
+        );
+    };
 
     let sync = pretext(run_root.path()).args(["sync", &local]).output().unwrap();
     let (stdout, stderr) = text(&sync);
@@ -729,6 +753,19 @@ fn local_last_step(run_root: &Path, run: &str) -> Option<u64> {
     points.iter().filter(|point| point.key == "train/loss").map(|point| point.step).max()
 }
 
+/// Waits until the run has recorded a step after its latest checkpoint, which a resume repeats.
+fn wait_past_checkpoint(run_root: &Path, run: &str, run_dir: &Path, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let last = local_last_step(run_root, run).unwrap_or(0);
+        if last > checkpoint_step(run_dir).unwrap_or(0) {
+            return;
+        }
+        assert!(started.elapsed() < limit, "no step after the checkpoint within {limit:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn resume_sends_each_step_once() {
     use rand::{Rng, SeedableRng};
@@ -755,6 +792,7 @@ fn resume_sends_each_step_once() {
             run.get_or_insert_with(|| only_run(run_root.path(), Duration::from_secs(60)));
         wait_for_remote_loss(&client, run_dir, Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(rng.random_range(500..1500)));
+        wait_past_checkpoint(run_root.path(), local, run_dir, Duration::from_secs(60));
         assert!(child.try_wait().unwrap().is_none(), "the run ended before it was killed");
         signal(&child, libc::SIGKILL);
         child.wait().unwrap();
