@@ -272,6 +272,15 @@ impl Client {
         self.post("runs/log-batch", &LogBatch { run_id, metrics, params, tags }).map(drop)
     }
 
+    /// Sets a run's status back to RUNNING, as when a run resumes.
+    ///
+    /// # Errors
+    ///
+    /// Returns the request's error.
+    pub fn set_running(&self, run_id: &str) -> Result<(), RequestError> {
+        self.post("runs/update", &json!({ "run_id": run_id, "status": "RUNNING" })).map(drop)
+    }
+
     /// Sets a run's status and end time.
     ///
     /// # Errors

@@ -321,7 +321,11 @@ impl Delivery {
         let experiment_id = self.client.experiment_id(experiment)?;
         // A run created by an attempt whose response was lost carries our tag, so reuse it.
         let info = match self.client.find_run(&experiment_id, local_run_id)? {
-            Some(info) => info,
+            Some(info) => {
+                // A resumed run shows its earlier attempt's FAILED or KILLED until it ends.
+                self.client.set_running(&info.run_id)?;
+                info
+            }
             None => self.client.create_run(&experiment_id, run_name, start_time, tags)?,
         };
         let state = RemoteState {

@@ -753,6 +753,19 @@ fn local_last_step(run_root: &Path, run: &str) -> Option<u64> {
     points.iter().filter(|point| point.key == "train/loss").map(|point| point.step).max()
 }
 
+/// Waits until the MLflow run `run` has `status`.
+fn wait_for_status(client: &Client, run: &str, status: &str, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let found = remote_run(client, run)["info"]["status"].clone();
+        if found == status {
+            return;
+        }
+        assert!(started.elapsed() < limit, "run {run} is {found}, not {status}, after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until the run has recorded a step after its latest checkpoint, which a resume repeats.
 fn wait_past_checkpoint(run_root: &Path, run: &str, run_dir: &Path, limit: Duration) {
     let started = Instant::now();
@@ -807,7 +820,19 @@ fn resume_sends_each_step_once() {
 
     let (local, _) = run.unwrap();
     let remote = remote.unwrap();
-    let output = pretext(run_root.path()).args(["run", "--resume", &local]).output().unwrap();
+    // Marking the killed run first leaves it FAILED on the server, and the resumed run must set
+    // it back to RUNNING while it trains.
+    let marked = pretext(run_root.path()).args(["sync", &local]).output().unwrap();
+    assert!(marked.status.success(), "{}", text(&marked).1);
+    assert_eq!(remote_run(&client, &remote)["info"]["status"], "FAILED");
+    let child = pretext(run_root.path())
+        .args(["run", "--resume", &local])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_status(&client, &remote, "RUNNING", Duration::from_secs(60));
+    let output = wait_with_output(child, Duration::from_secs(300));
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert_eq!(remote_run_id(run_root.path(), &local), remote, "the same MLflow run");
