@@ -308,7 +308,18 @@ pub fn resume(run_root: &Path, run: &str, stop: &AtomicBool) -> Result<RunOutcom
     let removed = store.truncate_metrics(&row.id, keep_row)?;
     let relogged = match &target {
         Some(target) if sent_to(&row.dir, &target.uri) => {
-            Relogged::between(&before, &store.metrics(&row.id)?)
+            let after = store.metrics(&row.id)?;
+            // Earlier attempts may have sent steps that a later truncation already deleted from
+            // the store, so the spool and the server say what was sent. The deleted points stand
+            // in when they cannot be read.
+            let keys = before.iter().map(|point| point.key.clone()).collect();
+            match crate::tracking::backfill::sent_steps(&row.dir, target, &keys) {
+                Ok(sent) => Relogged::after_sent(sent, &after),
+                Err(message) => {
+                    tracing::warn!(run = %row.id, "{message}; judging what MLflow has from the local store");
+                    Relogged::between(&before, &after)
+                }
+            }
         }
         _ => Relogged::default(),
     };

@@ -145,6 +145,35 @@ fn add_server_history(
     Ok(())
 }
 
+/// Counts, per metric key and step, the distinct points of `keys` that the run's spool contains
+/// or the server's MLflow run already has: what a resumed run must not send again.
+///
+/// # Errors
+///
+/// Returns a message when the spool or the server's history cannot be read.
+pub fn sent_steps(
+    run_dir: &std::path::Path,
+    target: &MlflowTarget,
+    keys: &HashSet<String>,
+) -> Result<HashMap<(String, u64), usize>, String> {
+    let spooled =
+        read_records(run_dir).map_err(|error| format!("cannot read the spool: {error}"))?;
+    let mut delivered = Delivered::from_spool(&spooled);
+    if let Some(state) = read_state(run_dir).filter(|state| state.uri == target.uri) {
+        // A key that only the spool still names has points on the server too.
+        let mut keys = keys.clone();
+        keys.extend(delivered.points.iter().map(|(key, ..)| key.clone()));
+        add_server_history(&mut delivered, target, &state.run_id, &keys)?;
+    }
+    let mut counts = HashMap::new();
+    for (key, step, _, _) in delivered.points {
+        if let Ok(step) = u64::try_from(step) {
+            *counts.entry((key, step)).or_insert(0) += 1;
+        }
+    }
+    Ok(counts)
+}
+
 /// Finds the local metric points, params, tags and artifacts of a spooled run that neither its
 /// spool nor, when the run exists there, the server's metric history contains. Params are
 /// compared by key, tags by key and value, artifacts by path.

@@ -89,6 +89,19 @@ impl Relogged {
         Self { remaining }
     }
 
+    /// Builds the filter from what the MLflow side already has, counted per key and step by
+    /// [`backfill::sent_steps`], less the points the resumed run keeps in its local store.
+    pub fn after_sent(sent: HashMap<(String, u64), usize>, after: &[MetricPoint]) -> Self {
+        let mut remaining = sent;
+        for point in after {
+            if let Some(count) = remaining.get_mut(&(point.key.clone(), point.step)) {
+                *count = count.saturating_sub(1);
+            }
+        }
+        remaining.retain(|_, count| *count > 0);
+        Self { remaining }
+    }
+
     /// Returns the number of points still to be left out.
     pub fn len(&self) -> usize {
         self.remaining.values().sum()
