@@ -310,8 +310,8 @@ pub fn resume(run_root: &Path, run: &str, stop: &AtomicBool) -> Result<RunOutcom
         Some(target) if sent_to(&row.dir, &target.uri) => {
             let after = store.metrics(&row.id)?;
             // Earlier attempts may have sent steps that a later truncation already deleted from
-            // the store, so the spool and the server say what was sent. The deleted points stand
-            // in when they cannot be read.
+            // the store, so what was sent is read from the spool and the server. The deleted
+            // points stand in when those cannot be read.
             let keys = before.iter().map(|point| point.key.clone()).collect();
             match crate::tracking::backfill::sent_steps(&row.dir, target, &keys) {
                 Ok(sent) => Relogged::after_sent(sent, &after),
@@ -356,9 +356,9 @@ pub fn resume(run_root: &Path, run: &str, stop: &AtomicBool) -> Result<RunOutcom
 /// Returns whether an earlier attempt of the run in `run_dir` sent records to the server `uri`,
 /// so that the points deleted at a resume are on the server or in the spool.
 ///
-/// NOTE: a point lost in the writer's channel at a SIGKILL is in neither when the server was
-/// unreachable at the resume, because the stale run was then not compared with the server. Its
-/// step is still left out of the resumed run's MLflow records.
+/// NOTE: a point lost in the writer's channel at a SIGKILL is in neither. When the server is
+/// reachable at the resume, its history shows that, and the resumed run sends the step. When it
+/// is not, the resume falls back to the deleted points, and the step is left out.
 fn sent_to(run_dir: &Path, uri: &str) -> bool {
     let state_uri = crate::tracking::spool::read_state(run_dir).map(|state| state.uri);
     let spool_uri = crate::tracking::sync::spool_uri(run_dir);
