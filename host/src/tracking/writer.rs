@@ -216,20 +216,23 @@ impl Delivery {
             }
             sender();
         });
-        let results = answers.into_iter().map(|answer| {
-            answer.into_inner().unwrap_or_else(PoisonError::into_inner).unwrap_or_else(|| {
-                Err(RequestError::Transient {
-                    message: "not sent after an earlier request of the round failed".to_owned(),
-                    retry_after: None,
+        let results: Vec<Result<(), RequestError>> = answers
+            .into_iter()
+            .map(|answer| {
+                answer.into_inner().unwrap_or_else(PoisonError::into_inner).unwrap_or_else(|| {
+                    Err(RequestError::Transient {
+                        message: "not sent after an earlier request of the round failed"
+                            .to_owned(),
+                        retry_after: None,
+                    })
                 })
             })
-        });
+            .collect();
 
         // From the last request back, so that the ranges in front stay valid while delivered
         // records leave the queue.
         let mut retry: Option<(u64, String, Option<Duration>)> = None;
         let mut outcome = Step::Sent;
-        let results: Vec<Result<(), RequestError>> = results.collect();
         for ((range, record), result) in requests.into_iter().zip(results).rev() {
             match result {
                 Ok(()) => {
