@@ -315,9 +315,10 @@ impl Store {
         self.sync()
     }
 
-    /// Makes every committed transaction survive a power loss. A passive checkpoint fsyncs the
-    /// write-ahead log before copying what it can into the database file, and it never waits
-    /// for other connections, such as those of a sweep's other trials.
+    /// Runs a passive checkpoint, which fsyncs the write-ahead log before it copies frames into
+    /// the database file, so committed transactions survive a power loss. It never waits for
+    /// other connections, such as those of a sweep's other trials. When their reads keep it from
+    /// copying any frame, SQLite syncs nothing, and the next checkpoint catches up.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.connection
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))

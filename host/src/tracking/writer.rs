@@ -162,11 +162,11 @@ impl Delivery {
     }
 
     /// Sends the batches at the head of the queue, up to [`REQUESTS_PER_ROUND`] `log-batch`
-    /// requests, with [`REQUESTS_IN_FLIGHT`] of them in flight at any moment: each sender thread
-    /// takes the next request as soon as its last one is answered. Metric points carry their own
-    /// step and timestamp, and a param cannot change once logged, so the order in which these
-    /// requests land does not matter. A batch that sets tags is sent only at the head, so tags
-    /// keep their order. After a transient failure no further request of the round starts.
+    /// requests, with [`REQUESTS_IN_FLIGHT`] of them in flight at any moment. Each sender thread
+    /// takes the next request as soon as the server responds to its last one. Metric points carry
+    /// their own step and timestamp, and a param cannot change once logged, so the order in which
+    /// these requests land does not matter. A batch that sets tags is sent only at the head, so
+    /// tags keep their order. After a transient failure no further request of the round starts.
     fn send_batches(&mut self, run_id: &str) -> Step {
         let mut requests: Vec<(Range<usize>, Record)> = Vec::new();
         let mut start = 0;
