@@ -370,14 +370,7 @@ fn train_once(
     tracking: &[String],
 ) -> anyhow::Result<TrainRun> {
     let run_root = tempfile::tempdir()?;
-    let mut command = match cpus {
-        Some(cpus) => {
-            let mut command = Command::new("taskset");
-            command.args(["--cpu-list", cpus]).arg(binary);
-            command
-        }
-        None => Command::new(binary),
-    };
+    let mut command = mlflow_server::command_on(binary, cpus);
     command
         .current_dir(root)
         .arg("--run-root")

@@ -315,10 +315,12 @@ impl Store {
         self.sync()
     }
 
-    /// Runs a passive checkpoint, which fsyncs the write-ahead log before it copies frames into
-    /// the database file, so committed transactions survive a power loss. It never waits for
-    /// other connections, such as those of a sweep's other trials. When their reads keep it from
-    /// copying any frame, SQLite syncs nothing, and the next checkpoint catches up.
+    /// Runs a passive checkpoint. With `synchronous = NORMAL` SQLite syncs the write-ahead log at
+    /// checkpoints, so the transactions committed so far survive a power loss. A passive
+    /// checkpoint never waits for other connections, such as those of a sweep's other trials.
+    ///
+    /// NOTE: whether the log is still synced when other connections' reads keep the checkpoint
+    /// from copying any frame was not checked. The next checkpoint covers those commits.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.connection
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))

@@ -76,17 +76,11 @@ pub struct Relogged {
 impl Relogged {
     /// Builds the filter from the run's local points before and after the resume deleted some.
     pub fn between(before: &[MetricPoint], after: &[MetricPoint]) -> Self {
-        let mut remaining: HashMap<(String, u64), usize> = HashMap::new();
+        let mut sent: HashMap<(String, u64), usize> = HashMap::new();
         for point in before {
-            *remaining.entry((point.key.clone(), point.step)).or_default() += 1;
+            *sent.entry((point.key.clone(), point.step)).or_default() += 1;
         }
-        for point in after {
-            if let Some(count) = remaining.get_mut(&(point.key.clone(), point.step)) {
-                *count = count.saturating_sub(1);
-            }
-        }
-        remaining.retain(|_, count| *count > 0);
-        Self { remaining }
+        Self::after_sent(sent, after)
     }
 
     /// Builds the filter from what the MLflow side already has, counted per key and step by

@@ -221,8 +221,7 @@ impl Delivery {
             .map(|answer| {
                 answer.into_inner().unwrap_or_else(PoisonError::into_inner).unwrap_or_else(|| {
                     Err(RequestError::Transient {
-                        message: "not sent after an earlier request of the round failed"
-                            .to_owned(),
+                        message: "not sent after an earlier request of the round failed".to_owned(),
                         retry_after: None,
                     })
                 })
@@ -390,10 +389,10 @@ impl Delivery {
         message: &str,
     ) -> Option<Step> {
         let fatal = matches!(record, Record::Start { .. }) || matches!(status, 0 | 401 | 403 | 404);
-        let what = describe_record(record, message);
+        let subject = describe_record(record, message);
         if fatal && !matches!(record, Record::Artifact { .. }) {
             let reason = format!(
-                "MLflow server {} refused {what} (HTTP {status}: {message}); stopped sending, {} \
+                "MLflow server {} rejected {subject} (HTTP {status}: {message}); stopped sending, {} \
                  records wait in {}",
                 self.uri,
                 self.queue.len(),
@@ -405,7 +404,7 @@ impl Delivery {
             return Some(Step::GaveUp);
         }
         let reason =
-            format!("MLflow server {} rejected {what}: HTTP {status}: {message}", self.uri);
+            format!("MLflow server {} rejected {subject}: HTTP {status}: {message}", self.uri);
         tracing::error!("{reason}");
         self.errors.push(reason);
         self.acknowledge(range);

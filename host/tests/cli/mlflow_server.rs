@@ -28,6 +28,18 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// Returns a command for `program` that runs only on `cpus` (a `taskset` CPU list) when given.
+pub fn command_on(program: &std::path::Path, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.args(["--cpu-list", cpus]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
 /// An `mlflow server` with a SQLite store and served artifacts in a temporary folder.
 pub struct MlflowServer {
     child: Option<Child>,
@@ -74,15 +86,7 @@ impl MlflowServer {
             .append(true)
             .open(self.folder.path().join("server.log"))
             .expect("server log");
-        let mut command = match &self.cpus {
-            Some(cpus) => {
-                let mut command = Command::new("taskset");
-                command.args(["--cpu-list", cpus]).arg(&self.executable);
-                command
-            }
-            None => Command::new(&self.executable),
-        };
-        let child = command
+        let child = command_on(&self.executable, self.cpus.as_deref())
             .args(["server", "--host", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--backend-store-uri")
             .arg(format!("sqlite:///{}", db.display()))
